@@ -1,0 +1,236 @@
+"""The supervised training set: LLaVA-style annotation files -> token ids, labels and frames (SPEC 6).
+
+An annotation file is a JSON list of samples with ``conversations`` (alternating ``from: human|gpt``, ``value``),
+an optional ``image`` or ``video`` path (relative to ``image_folder`` / ``video_folder``) and optional ``duration``,
+``src``, ``tgt`` (seconds), ``source``, ``task``. The three published files (llava_558k_with_webvid.json,
+llava_v1_5_mix665k_with_video_chatgpt.json, et_instruct_164k_vid.json) use this layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from torch.utils.data import Dataset
+
+from etchat.constants import MATCH_TOKEN
+from etchat.data.conversation import check_conversation, extract_query, preprocess
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("image", "video", "text")
+
+
+@dataclass
+class DataArguments:
+    """Data options; names follow the original training CLI where it has them (None or a negative bound = off)."""
+
+    annotation_path: list[str] = field(default_factory=list, metadata={"help": "annotation JSON file(s)"})
+    image_folder: str | None = field(default=None, metadata={"help": "root of the `image` paths"})
+    video_folder: str | None = field(default=None, metadata={"help": "root of the `video` paths"})
+    video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
+    fps: float = field(default=1.0, metadata={"help": "frames sampled per second of video"})
+    min_video_len: float | None = field(default=None, metadata={"help": "drop/reject videos shorter than this (s)"})
+    max_video_len: float | None = field(default=None, metadata={"help": "drop/reject videos longer than this (s)"})
+    min_num_words: int | None = field(default=None, metadata={"help": "drop samples whose first answer is shorter"})
+    max_num_words: int | None = field(default=None, metadata={"help": "drop samples whose first answer is longer"})
+    max_retries: int = field(default=10, metadata={"help": "other random samples tried when one fails to load"})
+    image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square with the mean colour"})
+    vision_processor: str = field(default="clip_center_224", metadata={"help": "frame transform name"})
+    conv_type: str = field(default="phi3", metadata={"help": "conversation template"})
+    use_time_tag: bool = field(default=False, metadata={"help": "write src times as text and pass frame tags"})
+    use_matching: bool = field(default=False, metadata={"help": "train the <vid> matching heads"})
+    model_max_length: int = field(default=2048, metadata={"help": "batches are truncated to this many tokens"})
+
+
+def _enabled(bound) -> bool:
+    return bound is not None and bound >= 0
+
+
+def modality_of(sample: dict) -> str:
+    return "image" if "image" in sample else "video" if "video" in sample else "text"
+
+
+def _count_words(sample: dict) -> int:
+    # Split on single spaces as the original filter does, so the same samples are kept.
+    return len(sample["conversations"][1]["value"].split(" "))
+
+
+def keep_sample(sample: dict, args: DataArguments) -> bool:
+    """Whether ``sample`` passes the first-answer word count and duration filters."""
+    if _enabled(args.min_num_words) or _enabled(args.max_num_words):
+        num_words = _count_words(sample) if len(sample["conversations"]) > 1 else 0
+        if _enabled(args.min_num_words) and num_words < args.min_num_words:
+            return False
+        if _enabled(args.max_num_words) and num_words > args.max_num_words:
+            return False
+    duration = sample.get("duration")
+    if duration is not None:
+        if _enabled(args.min_video_len) and duration < args.min_video_len:
+            return False
+        if _enabled(args.max_video_len) and duration > args.max_video_len:
+            return False
+    return True
+
+
+def check_sample(sample: dict, name: str) -> None:
+    """Raise a ValueError naming the sample when its fields are inconsistent."""
+    if "image" in sample and "video" in sample:
+        raise ValueError(f"{name} has both an 'image' and a 'video'")
+    check_conversation(sample.get("conversations"), modality_of(sample) != "text", name)
+    num_match = sum(message["value"].count(MATCH_TOKEN) for message in sample["conversations"])
+    num_times = len(sample.get("src") or []) + len(sample.get("tgt") or [])
+    if num_match != num_times:
+        raise ValueError(f"{name} has {num_match} {MATCH_TOKEN} tokens but len(src) + len(tgt) = {num_times}")
+
+
+def write_times(text: str, times: list[float]) -> str:
+    """Replace the i-th ``<vid>`` of ``text`` by ``{times[i]}s`` (times rounded to 0.1 s)."""
+    pieces = text.split(MATCH_TOKEN)
+    if len(pieces) - 1 != len(times):
+        raise ValueError(f"{len(pieces) - 1} {MATCH_TOKEN} tokens but {len(times)} times in {text!r}")
+    out = [pieces[0]]
+    for time, piece in zip(times, pieces[1:]):
+        out.append(f"{round(time, 1)}s{piece}")
+    return "".join(out)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) <= 0
+
+
+def _log_summary(samples: list[dict], num_raw: int) -> None:
+    ratio = 100 * len(samples) / max(num_raw, 1)
+    lines = [f"Training samples: {num_raw} -> {len(samples)} after filtering ({ratio:.2f}%)"]
+    for key in ("source", "task"):
+        counts = Counter(sample.get(key) or modality_of(sample) for sample in samples)
+        lines.append(f"{'per ' + key:<12}{'#samples':>10}{'ratio':>8}")
+        for value, count in counts.most_common():
+            lines.append(f"  {value:<30}{count:>10}{count / max(len(samples), 1):>8.3f}")
+    logger.info("\n".join(lines))
+
+
+class SupervisedDataset(Dataset):
+    """Samples of one or more annotation files, filtered at start.
+
+    ``__getitem__`` returns ``input_ids``, ``labels``, ``image`` (float T x 3 x 224 x 224, None for text-only),
+    ``query`` (Q-Former instruction), ``src``, ``tgt``, ``tag`` (frame times, videos with ``use_time_tag`` only),
+    ``modality`` and ``length`` (token count). A sample that fails to load is replaced by another random one.
+    """
+
+    def __init__(self, annotation_paths: str | list[str] | None, tokenizer, data_args: DataArguments):
+        if annotation_paths is None:
+            annotation_paths = data_args.annotation_path
+        if isinstance(annotation_paths, (str, os.PathLike)):
+            annotation_paths = [annotation_paths]
+        if not annotation_paths:
+            raise ValueError("No annotation file given")
+
+        samples, names, num_raw = [], [], 0
+        for path in annotation_paths:
+            with open(path) as f:
+                raw = json.load(f)
+            if not isinstance(raw, list):
+                raise ValueError(f"{path} must hold a JSON list of samples, got {type(raw).__name__}")
+            num_raw += len(raw)
+            for i, sample in enumerate(raw):
+                name = f"sample {i} (id {sample.get('id', '-')}) of {path}"
+                check_sample(sample, name)
+                if keep_sample(sample, data_args):
+                    samples.append(sample)
+                    names.append(name)
+        if not samples:
+            raise ValueError(f"No sample of {annotation_paths} is left after filtering")
+        if _is_main_process():
+            _log_summary(samples, num_raw)
+
+        from etchat.data.transforms import build_transform
+
+        self.samples = samples
+        self.names = names
+        self.tokenizer = tokenizer
+        self.args = data_args
+        self.transform = build_transform(data_args.vision_processor, inference=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def modalities(self) -> list[str]:
+        """'image', 'video' or 'text' per sample, for modality-grouped batching."""
+        return [modality_of(sample) for sample in self.samples]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Word count of each whole conversation: a cheap length estimate for grouping, as in the original."""
+        return [sum(m["value"].count(" ") + 1 for m in sample["conversations"]) for sample in self.samples]
+
+    def media_path(self, idx: int) -> str | None:
+        sample = self.samples[idx]
+        if "image" in sample:
+            return os.path.join(self.args.image_folder or "", sample["image"])
+        if "video" in sample:
+            return os.path.join(self.args.video_folder or "", sample["video"])
+        return None
+
+    def __getitem__(self, idx: int) -> dict:
+        last_error = None
+        for _ in range(self.args.max_retries + 1):
+            try:
+                return self.load(idx)
+            except Exception as e:  # noqa: BLE001 - one broken sample must not stop a training run
+                last_error = e
+                logger.warning(
+                    "Cannot load %s (file: %s): %s: %s; using another random sample",
+                    self.names[idx],
+                    self.media_path(idx),
+                    type(e).__name__,
+                    e,
+                )
+                idx = random.randrange(len(self))
+        raise RuntimeError(
+            f"Data loading failed {self.args.max_retries + 1} times in a row (max_retries={self.args.max_retries}), "
+            f"last error: {last_error}"
+        ) from last_error
+
+    def load(self, idx: int) -> dict:
+        """Sample ``idx`` without retries."""
+        from etchat.data.video import load_image, load_video
+
+        sample, args = self.samples[idx], self.args
+        conversations = [dict(message) for message in sample["conversations"]]
+        src, tgt = sample.get("src"), sample.get("tgt")
+        if args.use_time_tag and src is not None:
+            # The source times become text in the question instead of <vid> tokens.
+            conversations[0]["value"] = write_times(conversations[0]["value"], src)
+            src = None
+
+        modality, frames, tag = modality_of(sample), None, None
+        if modality == "image":
+            frames = load_image(self.media_path(idx), pad_to_square=args.image_pad_to_square)
+        elif modality == "video":
+            clip = load_video(
+                self.media_path(idx),
+                fps=args.fps,
+                min_len=args.min_video_len,
+                max_len=args.max_video_len,
+                num_threads=args.video_decode_threads,
+            )
+            frames = clip.frames
+            tag = clip.tags if args.use_time_tag else None
+
+        data = preprocess(conversations, self.tokenizer, args.conv_type, modality != "text", name=self.names[idx])
+        data.update(
+            image=self.transform(frames) if frames is not None else None,
+            query=extract_query(conversations),
+            src=list(src) if src is not None else None,
+            tgt=list(tgt) if tgt is not None else None,
+            tag=tag,
+            modality=modality,
+            length=int(data["input_ids"].numel()),
+        )
+        return data

@@ -1,0 +1,214 @@
+"""Reading videos and images into uint8 frame tensors (SPEC 1).
+
+Videos are sampled at a fixed rate: with ``N`` frames at average rate ``r``, the kept frame indices are
+``arange(0, N, r / fps)`` rounded (numpy, half to even) and clipped to ``[0, N - 1]``; the time tag of frame ``i`` is
+``round(i / r, 1)`` seconds and the duration is ``round(N / r, 3)`` seconds.
+
+decord is the reference reader. The PyAV reader exists for platforms without a decord wheel; it counts frames the way
+decord does (one per demuxed packet of the video stream) so both give the same indices and tags.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from etchat.constants import CLIP_MEAN
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "decord", "pyav")
+
+# Colour used to pad images to a square: the CLIP mean, truncated to uint8 like the published preprocessing.
+PAD_COLOR = tuple(int(x * 255) for x in CLIP_MEAN)
+
+
+class VideoReadError(RuntimeError):
+    """A video or image file is missing, empty or cannot be decoded."""
+
+
+@dataclass
+class VideoClip:
+    frames: torch.Tensor  # uint8 (T, H, W, C), RGB
+    tags: list[float]  # time of each kept frame in seconds
+    duration: float  # whole video length in seconds
+    indices: list[int]  # index of each kept frame in the video
+    avg_fps: float  # average frame rate of the video stream
+
+
+def sample_frame_indices(num_frames: int, avg_fps: float, fps: float) -> list[int]:
+    """Indices of the frames kept when sampling ``num_frames`` frames at ``avg_fps`` down to ``fps``."""
+    indices = np.arange(0, num_frames, avg_fps / fps).round().astype("int").clip(0, num_frames - 1)
+    return indices.tolist()
+
+
+def frame_tags(indices: list[int], avg_fps: float) -> list[float]:
+    return [round(i / avg_fps, 1) for i in indices]
+
+
+def video_duration(num_frames: int, avg_fps: float) -> float:
+    return round(num_frames / avg_fps, 3)
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.isfile(path):
+        raise VideoReadError(f"Cannot read {path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(f"Cannot read {path}: the file is empty (0 bytes)")
+
+
+def _check_stream(path: str, num_frames: int, avg_fps: float) -> None:
+    if num_frames < 1 or not avg_fps > 0:
+        raise VideoReadError(f"Cannot read {path}: broken metadata ({num_frames} frames at {avg_fps} fps)")
+
+
+def _check_length(path: str, duration: float, min_len: float | None, max_len: float | None) -> None:
+    # None or a negative bound disables the check (the original configs use -1 for "no limit").
+    if min_len is not None and min_len >= 0 and duration < min_len:
+        raise ValueError(f"Video {path} is too short: {duration} s < min_len {min_len} s")
+    if max_len is not None and max_len >= 0 and duration > max_len:
+        raise ValueError(f"Video {path} is too long: {duration} s > max_len {max_len} s")
+
+
+def decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _read_decord(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        num_frames, avg_fps = len(reader), float(reader.get_avg_fps())
+    except (decord.DECORDError, RuntimeError) as e:  # decord reports most unreadable files as a RuntimeError
+        raise VideoReadError(f"Cannot read {path} with decord: {e}") from e
+
+    _check_stream(path, num_frames, avg_fps)
+    duration = video_duration(num_frames, avg_fps)
+    _check_length(path, duration, min_len, max_len)
+
+    indices = sample_frame_indices(num_frames, avg_fps, fps)
+    try:
+        frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
+    except (decord.DECORDError, RuntimeError) as e:
+        raise VideoReadError(f"Cannot decode frames {indices} of {path} with decord: {e}") from e
+    return VideoClip(frames, frame_tags(indices, avg_fps), duration, indices, avg_fps)
+
+
+def _count_packets(container, stream) -> int:
+    # decord's frame count is the number of demuxed packets of the video stream; PyAV adds one empty flush packet.
+    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+
+def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise VideoReadError(f"Cannot read {path}: no video stream")
+            avg_fps = float(stream.average_rate) if stream.average_rate else 0.0
+            num_frames = _count_packets(container, stream)
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"Cannot read {path} with PyAV: {e}") from e
+
+    _check_stream(path, num_frames, avg_fps)
+    duration = video_duration(num_frames, avg_fps)
+    _check_length(path, duration, min_len, max_len)
+
+    indices = sample_frame_indices(num_frames, avg_fps, fps)
+    wanted = set(indices)
+    decoded = {}
+    try:
+        with av.open(path) as container:
+            stream = container.streams.best("video")
+            if num_threads != 1:
+                stream.thread_type = "AUTO"
+                stream.thread_count = num_threads
+            # Sequential decoding: slower than seeking, but frame-exact.
+            for position, frame in enumerate(container.decode(stream)):
+                if position in wanted:
+                    decoded[position] = frame.to_ndarray(format="rgb24")
+                if position >= indices[-1]:
+                    break
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"Cannot decode {path} with PyAV: {e}") from e
+
+    missing = sorted(wanted - decoded.keys())
+    if missing:
+        raise VideoReadError(f"Cannot decode {path} with PyAV: frames {missing} of {num_frames} could not be decoded")
+    frames = torch.from_numpy(np.stack([decoded[i] for i in indices]))
+    return VideoClip(frames, frame_tags(indices, avg_fps), duration, indices, avg_fps)
+
+
+def load_video(
+    path: str | os.PathLike,
+    fps: float = 1.0,
+    min_len: float | None = None,
+    max_len: float | None = None,
+    num_threads: int = 1,
+    backend: str = "auto",
+) -> VideoClip:
+    """Decode the frames of ``path`` sampled at ``fps`` frames per second.
+
+    ``min_len`` / ``max_len`` (seconds) reject videos that are too short / long with a ValueError. ``backend`` is
+    ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when it is installed and can read the file, else PyAV).
+    Unreadable files raise VideoReadError.
+    """
+    path = os.fspath(path)
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown video backend {backend!r}, expected one of {BACKENDS}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps} (reading {path})")
+    _check_readable(path)
+
+    if backend == "pyav" or (backend == "auto" and not decord_available()):
+        return _read_pyav(path, fps, min_len, max_len, num_threads)
+    if not decord_available():
+        raise ImportError(f"backend='decord' was requested for {path} but decord is not installed")
+
+    try:
+        return _read_decord_with_retry(path, fps, min_len, max_len, num_threads)
+    except VideoReadError as e:
+        if backend == "decord":
+            raise
+        # decord rejects a few files that FFmpeg decodes fine (e.g. some odd frame sizes); PyAV samples the same frames.
+        logger.warning("%s Falling back to PyAV.", e)
+        return _read_pyav(path, fps, min_len, max_len, num_threads)
+
+
+def _read_decord_with_retry(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
+    try:
+        return _read_decord(path, fps, min_len, max_len, num_threads)
+    except VideoReadError:
+        if num_threads == 1:
+            raise
+        # Multi-threaded decord fails on some files that it reads fine with a single thread.
+        logger.warning("decord failed on %s with %d threads, retrying with one thread", path, num_threads)
+        return _read_decord(path, fps, min_len, max_len, 1)
+
+
+def load_image(path: str | os.PathLike, pad_to_square: bool = False) -> torch.Tensor:
+    """Read an image as a one-frame video: uint8 (1, H, W, 3), optionally padded to a square with the CLIP mean."""
+    path = os.fspath(path)
+    _check_readable(path)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except OSError as e:  # PIL.UnidentifiedImageError and truncated-file errors are OSErrors
+        raise VideoReadError(f"Cannot read image {path}: {e}") from e
+
+    if pad_to_square and image.width != image.height:
+        side = max(image.width, image.height)
+        square = Image.new("RGB", (side, side), PAD_COLOR)
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        image = square
+    return torch.from_numpy(np.array(image)).unsqueeze(0)

@@ -1,0 +1,263 @@
+"""Decoding with `<vid>` matching (SPEC 5 and 8).
+
+At every step the second-to-last layer's state at the last position goes through `vid_head` and is matched against
+the video's `frm_head` frame embeddings; when the token produced at that step is `<vid>`, its frame is that step's
+best match, and the frame's token is added to the `<vid>` embedding when it is fed back. Everything a call produces
+(text, times, frame indices, similarity curves) is returned; nothing is kept on the model.
+
+The loop is written out rather than run through `GenerationMixin.generate` because every step both reads hidden
+states and rewrites the next input embedding; it uses transformers' cache and logits processors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import (
+    DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from etchat.data.tokenization import fill_match_tokens
+from etchat.model.modeling_etchat import FRAME_STATE, VID_STATE
+
+
+class MatchAwareRepetitionPenalty(LogitsProcessor):
+    """CTRL-style repetition penalty over the prompt and the generated tokens, sparing `<vid>` (SPEC 8).
+
+    Works on a (batch, vocab) presence mask rather than on input ids, so each sample of a batch is penalised on its
+    own tokens only (padding included in no row).
+    """
+
+    def __init__(self, penalty: float, match_token_id: int | None):
+        if penalty <= 0:
+            raise ValueError(f"repetition penalty must be > 0, got {penalty}")
+        self.penalty = penalty
+        self.match_token_id = match_token_id
+
+    def __call__(self, seen: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        seen = seen.clone()
+        if self.match_token_id is not None:
+            seen[:, self.match_token_id] = False
+        penalised = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return torch.where(seen, penalised, scores)
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 2048
+    do_sample: bool = True
+    temperature: float = 0.2
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float | None = None
+    stop_strings: tuple[str, ...] = ("<|end|>",)
+    eos_token_ids: tuple[int, ...] = ()
+    vision_chunk_size: int = 64
+
+
+@dataclass
+class MatchedAnswer:
+    """One sample's answer: text with `<vid>` replaced by the matched frame index, and the matches themselves."""
+
+    text: str
+    raw_text: str
+    token_ids: list[int]
+    frame_indices: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    similarities: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class GenerationRequest:
+    """One sample to answer: prompt ids (with the -200 placeholder), its video, Q-Former instruction, `<vid>` times."""
+
+    input_ids: torch.Tensor
+    video: torch.Tensor
+    query: str
+    src: list[float] | None = None
+    tags: list[float] | None = None
+
+
+def _stop_sequences(tokenizer, settings: GenerationSettings) -> list[list[int]]:
+    sequences = []
+    for text in settings.stop_strings:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        if ids:
+            sequences.append(ids)
+    return sequences
+
+
+def _build_processors(settings: GenerationSettings) -> LogitsProcessorList:
+    warpers = LogitsProcessorList()
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(settings.top_p))
+    return warpers
+
+
+def _ends_with(tokens: list[int], sequence: list[int]) -> bool:
+    return len(tokens) >= len(sequence) and tokens[-len(sequence) :] == sequence
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    requests: list[GenerationRequest],
+    settings: GenerationSettings | None = None,
+    generator: torch.Generator | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+) -> list[MatchedAnswer]:
+    """Answer a batch of samples, each with its own video and frame count.
+
+    `on_token(sample_index, token_id)` is called for every new token (streaming). Greedy decoding of a batch gives the
+    answers of decoding each sample alone.
+    """
+    settings = settings or GenerationSettings()
+    device = model.device
+    left_pad = torch.nn.utils.rnn.pad_sequence
+    input_ids = left_pad([r.input_ids for r in requests], batch_first=True, padding_value=0, padding_side="left")
+    attention_mask = left_pad(
+        [torch.ones_like(r.input_ids) for r in requests], batch_first=True, padding_value=0, padding_side="left"
+    )
+    frame_tokens = model.encode_videos(
+        [r.video for r in requests], [r.query for r in requests], [r.tags for r in requests], settings.vision_chunk_size
+    )
+    inputs = model.assemble_inputs(
+        input_ids.to(device),
+        attention_mask.to(device),
+        None,
+        frame_tokens,
+        [r.src for r in requests],
+        padding_side="left",
+    )
+    cache = DynamicCache(config=model.config)
+    outputs = model(
+        inputs_embeds=inputs.inputs_embeds,
+        attention_mask=model.build_attention_mask(inputs),
+        position_ids=inputs.position_ids,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        output_hidden_states=[VID_STATE, FRAME_STATE],
+    )
+    frame_embeds = [None] * len(requests)
+    if model.config.use_matching:
+        frame_states = outputs.hidden_states[FRAME_STATE]
+        frame_embeds = [model.frm_head(frame_states[i, slice(*spans[-1])]) for i, spans in enumerate(inputs.frame_spans)]
+    return _decode(model, tokenizer, requests, settings, generator, on_token, inputs, frame_embeds, outputs, cache)
+
+
+def _decode(model, tokenizer, requests, settings, generator, on_token, inputs, frame_embeds, outputs, cache):
+    device = model.device
+    batch = len(requests)
+    match_id = model.config.match_token_id
+    warpers = _build_processors(settings)
+    penalty = (
+        MatchAwareRepetitionPenalty(settings.repetition_penalty, match_id) if settings.repetition_penalty else None
+    )
+    seen = torch.zeros(batch, model.config.vocab_size, dtype=torch.bool, device=device)
+    for i, request in enumerate(requests):
+        prompt_ids = request.input_ids[request.input_ids >= 0].to(device)
+        seen[i, prompt_ids] = True
+    stop_sequences = _stop_sequences(tokenizer, settings)
+    eos_ids = set(settings.eos_token_ids)
+
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    step_matches: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(batch)]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    attention_mask = inputs.attention_mask
+    position_ids = inputs.position_ids[:, -1:]
+    for _ in range(settings.max_new_tokens):
+        scores = outputs.logits[:, -1].float()
+        matches = _match_frames(model, outputs.hidden_states[VID_STATE][:, -1], frame_embeds)
+        if penalty is not None:
+            scores = penalty(seen, scores)
+        if settings.do_sample:
+            probs = warpers(None, scores).softmax(-1)
+            next_tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            next_tokens = scores.argmax(-1)
+        for i in range(batch):
+            if finished[i]:
+                continue
+            token = int(next_tokens[i])
+            generated[i].append(token)
+            step_matches[i].append(matches[i])
+            seen[i, token] = True
+            if on_token is not None:
+                on_token(i, token)
+            if token in eos_ids or any(_ends_with(generated[i], seq) for seq in stop_sequences):
+                finished[i] = True
+        if bool(finished.all()):
+            break
+        next_embeds = _next_embeddings(model, next_tokens, matches, inputs.frame_tokens, match_id)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+        position_ids = position_ids + 1
+        outputs = model(
+            inputs_embeds=next_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            output_hidden_states=[VID_STATE],
+        )
+    return [_finish(tokenizer, settings, generated[i], step_matches[i], match_id, requests[i]) for i in range(batch)]
+
+
+def _match_frames(model, vid_states: torch.Tensor, frame_embeds) -> list[tuple[int, torch.Tensor] | None]:
+    if not model.config.use_matching:
+        return [None] * vid_states.size(0)
+    vids = model.vid_head(vid_states)
+    results = []
+    for vid, frames in zip(vids, frame_embeds):
+        sim = (frames @ vid).float().softmax(0)
+        results.append((int(sim.argmax()), sim.cpu()))
+    return results
+
+
+def _next_embeddings(model, next_tokens, matches, frame_tokens, match_id):
+    embeds = model.get_input_embeddings()(next_tokens)
+    if match_id is None or not model.config.use_matching:
+        return embeds[:, None]
+    rows = [
+        embeds[i] + frame_tokens[i][matches[i][0]].to(embeds.dtype) if int(token) == match_id else embeds[i]
+        for i, token in enumerate(next_tokens)
+    ]
+    return torch.stack(rows)[:, None]
+
+
+def _finish(tokenizer, settings, tokens, matches, match_id, request) -> MatchedAnswer:
+    answer_tokens = list(tokens)
+    for seq in _stop_sequences(tokenizer, settings):
+        if _ends_with(answer_tokens, seq):
+            answer_tokens = answer_tokens[: -len(seq)]
+            break
+    if answer_tokens and answer_tokens[-1] in settings.eos_token_ids:
+        answer_tokens = answer_tokens[:-1]
+    raw_text = tokenizer.decode(answer_tokens, skip_special_tokens=False).strip()
+    vid_steps = [i for i, t in enumerate(answer_tokens) if t == match_id]
+    frame_indices = [matches[i][0] for i in vid_steps] if matches and matches[0] is not None else []
+    similarities = [matches[i][1] for i in vid_steps] if frame_indices else []
+    tags = request.tags
+    times = [float(tags[f]) if tags is not None and f < len(tags) else float(f) for f in frame_indices]
+    text = fill_match_tokens(raw_text, frame_indices) if frame_indices else raw_text
+    return MatchedAnswer(
+        text=text,
+        raw_text=raw_text,
+        token_ids=answer_tokens,
+        frame_indices=frame_indices,
+        times=times,
+        similarities=similarities,
+    )

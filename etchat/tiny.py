@@ -1,0 +1,156 @@
+"""Tiny base weights in the real published formats, for tests and the CPU quickstart.
+
+`write_tiny_base(out_dir)` writes what a user would put in `model_zoo/`, at toy size:
+
+    out_dir/Phi-3-mini-4k-instruct/   a Phi-3 folder (config.json with model_type phi3, model.safetensors,
+                                       tokenizer files, generation_config.json)
+    out_dir/eva_vit_g.pth              plain EVA-ViT state dict, one block more than E.T. Chat builds
+    out_dir/instruct_blip_vicuna7b_trimmed.pth   {'model': {query_tokens, ln_vision.*, Qformer.bert.*}}
+
+and returns the config overrides (`vision_config`, `qformer_config`, `num_query_tokens`) that select the toy
+geometry, since the published geometry is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+from etchat.model.configuration import NUM_QUERY_TOKENS
+from etchat.model.eva_vit import EVAVisionTransformer
+from etchat.model.qformer import QFormer, hf_to_published_key
+from etchat.tiny_tokenizer import build_tiny_tokenizer
+
+logger = logging.getLogger(__name__)
+
+LLM_FOLDER = "Phi-3-mini-4k-instruct"
+VISION_FILE = "eva_vit_g.pth"
+QFORMER_FILE = "instruct_blip_vicuna7b_trimmed.pth"
+
+
+@dataclass
+class TinyGeometry:
+    llm_hidden: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_intermediate: int = 128
+    vision: dict | None = None
+    qformer: dict | None = None
+    num_query_tokens: int = 8
+    tokenizer_vocab: int = 512
+
+    def vision_config(self) -> dict:
+        # depth counts the file's blocks; E.T. Chat builds one fewer (vision_output_layer = -2).
+        return self.vision or dict(img_size=224, patch_size=32, width=32, depth=3, num_heads=2, mlp_dim=64)
+
+    def qformer_config(self) -> dict:
+        return self.qformer or dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, cross_attention_frequency=2
+        )
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None, seed: int) -> None:
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=geometry.tokenizer_vocab)
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    # Like Phi-3, the embedding has spare rows so `<vid>` fits without resizing.
+    config = Phi3Config(
+        vocab_size=_round_up(len(tokenizer) + 1, 64),
+        hidden_size=geometry.llm_hidden,
+        intermediate_size=geometry.llm_intermediate,
+        num_hidden_layers=geometry.llm_layers,
+        num_attention_heads=geometry.llm_heads,
+        num_key_value_heads=geometry.llm_heads,
+        max_position_embeddings=4096,
+        original_max_position_embeddings=4096,
+        sliding_window=2047,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Phi3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|assistant|>"), end_id],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def write_tiny_vision(path: str, geometry: TinyGeometry, seed: int) -> None:
+    torch.manual_seed(seed + 1)
+    torch.save(EVAVisionTransformer(**geometry.vision_config()).state_dict(), path)
+
+
+def write_tiny_qformer(path: str, geometry: TinyGeometry, vision_width: int, seed: int) -> None:
+    torch.manual_seed(seed + 2)
+    qformer = QFormer({**geometry.qformer_config(), "vocab_size": 30523}, vision_width)
+    qformer.bert.post_init()
+    state = {}
+    for key, value in qformer.state_dict().items():
+        state[hf_to_published_key("Qformer." + key)] = value
+    hidden = geometry.qformer_config()["hidden_size"]
+    state["query_tokens"] = torch.randn(1, geometry.num_query_tokens, hidden) * 0.02
+    state["ln_vision.weight"] = torch.ones(vision_width)
+    state["ln_vision.bias"] = torch.zeros(vision_width)
+    torch.save({"model": state}, path)
+
+
+def write_tiny_base(out_dir: str, geometry: TinyGeometry | None = None, corpus=None, seed: int = 0) -> dict:
+    """Write tiny base weights; return the E.T. Chat config overrides and paths (also saved as `tiny.json`)."""
+    geometry = geometry or TinyGeometry()
+    os.makedirs(out_dir, exist_ok=True)
+    llm = os.path.join(out_dir, LLM_FOLDER)
+    vision = os.path.join(out_dir, VISION_FILE)
+    qformer = os.path.join(out_dir, QFORMER_FILE)
+    write_tiny_llm(llm, geometry, corpus, seed)
+    write_tiny_vision(vision, geometry, seed)
+    write_tiny_qformer(qformer, geometry, geometry.vision_config()["width"], seed)
+    spec = {
+        "model_name_or_path": llm,
+        "pretrain_vision_tower": vision,
+        "pretrain_qformer": qformer,
+        "vision_config": geometry.vision_config(),
+        "qformer_config": geometry.qformer_config(),
+        "num_query_tokens": geometry.num_query_tokens,
+        "geometry": asdict(geometry),
+    }
+    with open(os.path.join(out_dir, "tiny.json"), "w") as f:
+        json.dump(spec, f, indent=2)
+    return spec
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Write tiny E.T. Chat base weights in the published formats.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--corpus", help="JSON list of texts to train the tiny tokenizer on")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--llm_hidden", type=int, default=TinyGeometry.llm_hidden)
+    parser.add_argument("--llm_layers", type=int, default=TinyGeometry.llm_layers)
+    parser.add_argument("--tokenizer_vocab", type=int, default=TinyGeometry.tokenizer_vocab)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    corpus = None
+    if args.corpus:
+        with open(args.corpus) as f:
+            corpus = json.load(f)
+    geometry = TinyGeometry(llm_hidden=args.llm_hidden, llm_layers=args.llm_layers, tokenizer_vocab=args.tokenizer_vocab)
+    spec = write_tiny_base(args.out_dir, geometry, corpus, args.seed)
+    logger.info("tiny base written to %s (%s)", args.out_dir, ", ".join(k for k in spec if k != "geometry"))
+
+
+assert NUM_QUERY_TOKENS == 32  # the published geometry; the tiny one overrides it
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Chat templates and label masking, checked against prompts written out by hand and token offsets."""
+
+import random
+
+import pytest
+from tokenizers import pre_tokenizers
+
+from etchat.constants import IGNORE_INDEX, VIDEO_PLACEHOLDER, VIDEO_TOKEN_INDEX
+from etchat.data.conversation import get_conv, insert_placeholder, preprocess
+from etchat.data.tokenization import tokenize
+from etchat.tiny_tokenizer import build_tiny_tokenizer
+
+PHI3_SYSTEM = "<|system|>\nYou are a helpful AI assistant.<|end|>"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = build_tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<vid>"]})
+    return tok
+
+
+def human(text):
+    return {"from": "human", "value": text}
+
+
+def gpt(text):
+    return {"from": "gpt", "value": text}
+
+
+def reply_spans(prompt, answers, opener="<|assistant|>\n", closer="<|end|>"):
+    """Character spans of each answer plus the closer that follows it, found in the written-out prompt."""
+    spans, pos = [], 0
+    for answer in answers:
+        start = prompt.index(opener + answer + closer, pos) + len(opener)
+        pos = start + len(answer) + len(closer)
+        spans.append((start, pos))
+    return spans
+
+
+def expected_ids_and_labels(prompt, spans, tokenizer):
+    """Token ids of `prompt` (each chunk around the placeholder tokenized on its own, BOS only first) and the
+    labels a token gets when its characters lie inside one of `spans`, from the tokenizer's offset mapping."""
+    ids, labels, base = [], [], 0
+    for i, chunk in enumerate(prompt.split(VIDEO_PLACEHOLDER)):
+        if i > 0:
+            ids.append(VIDEO_TOKEN_INDEX)
+            labels.append(IGNORE_INDEX)
+            base += len(VIDEO_PLACEHOLDER)
+        enc = tokenizer(chunk, return_offsets_mapping=True)
+        for j, (token_id, (start, end)) in enumerate(zip(enc.input_ids, enc.offset_mapping)):
+            if j == 0 and token_id == tokenizer.bos_token_id:
+                if i > 0:
+                    continue
+                start, end = -1, -1  # the BOS has no characters
+            ids.append(token_id)
+            inside = any(s <= base + start and base + end <= e for s, e in spans) and end > start
+            labels.append(token_id if inside else IGNORE_INDEX)
+        base += len(chunk)
+    return ids, labels
+
+
+# ---- templates ------------------------------------------------------------------------------------------------
+
+
+def test_phi3_prompt_single_and_multi_turn():
+    conv = get_conv("phi3")
+    conv.append_message(conv.roles[0], "Q1")
+    conv.append_message(conv.roles[1], "A1")
+    conv.append_message(conv.roles[0], "Q2")
+    conv.append_message(conv.roles[1], "A2")
+    expected = PHI3_SYSTEM + "\n<|user|>\nQ1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\nQ2<|end|>\n<|assistant|>\nA2<|end|>"
+    assert conv.get_prompt() == expected
+    assert conv.stop_str == "<|end|>"
+
+
+def test_phi3_inference_prompt_ends_with_open_assistant_turn():
+    conv = get_conv("phi3")
+    conv.append_message(conv.roles[0], "<image>\nWhat happens?")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == PHI3_SYSTEM + "\n<|user|>\n<image>\nWhat happens?<|end|>\n<|assistant|>\n"
+
+
+def test_other_templates():
+    conv = get_conv("vicuna_v1")
+    conv.append_message(conv.roles[0], "Hi")
+    conv.append_message(conv.roles[1], "Hello")
+    conv.append_message(conv.roles[0], "Bye")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == conv.system + " USER: Hi ASSISTANT: Hello</s>USER: Bye ASSISTANT:"
+    assert conv.stop_str == "</s>"
+
+    conv = get_conv("gemma2")  # no system: the leading newline of the first role is stripped
+    conv.append_message(conv.roles[0], "Hi")
+    conv.append_message(conv.roles[1], "Yo")
+    assert conv.get_prompt() == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nYo<end_of_turn>"
+
+    conv = get_conv("qwen2")
+    conv.append_message(conv.roles[0], "Hi")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+    conv = get_conv("llama3")
+    conv.append_message(conv.roles[0], "Hi")
+    assert conv.get_prompt() == (
+        "<|start_header_id|>system<|end_header_id|>\nYou are a helpful AI assistant<|eot_id|>\n"
+        "<|start_header_id|>user<|end_header_id|>\nHi<|eot_id|>"
+    )
+    assert get_conv("plain").stop_str == "\n"
+
+
+def test_get_conv_returns_independent_copies():
+    first = get_conv("phi3")
+    first.append_message(first.roles[0], "only in the first")
+    second = get_conv("phi3")
+    assert second.messages == []
+    copy = first.copy()
+    copy.append_message(copy.roles[1], "only in the copy")
+    assert len(first.messages) == 1 and len(copy.messages) == 2
+
+
+def test_unknown_template_and_role_are_errors():
+    with pytest.raises(ValueError, match="vicuna_v2"):
+        get_conv("vicuna_v2")
+    with pytest.raises(ValueError, match="role"):
+        get_conv("phi3").append_message("user", "hi")
+
+
+# ---- label masking --------------------------------------------------------------------------------------------
+
+
+def test_phi3_single_turn_text_only_masking(tokenizer):
+    question, answer = "When does the red circle appear?", "It appears from 12 - 31 seconds."
+    out = preprocess([human(question), gpt(answer)], tokenizer, "phi3", has_video=False)
+
+    prompt = PHI3_SYSTEM + f"\n<|user|>\n{question}<|end|>\n<|assistant|>\n{answer}<|end|>"
+    ids, labels = expected_ids_and_labels(prompt, reply_spans(prompt, [answer]), tokenizer)
+    assert out["input_ids"].tolist() == ids
+    assert out["labels"].tolist() == labels
+    # The trained tokens are exactly the answer and the closing <|end|>.
+    trained = [t for t in out["labels"].tolist() if t != IGNORE_INDEX]
+    assert tokenizer.decode(trained) == answer + "<|end|>"
+
+
+def test_phi3_multi_turn_video_masking(tokenizer):
+    turns = ["Describe the video.", "A blue square moves to the left.", "And then?", "A green triangle appears."]
+    conversations = [human("<image>\n" + turns[0]), gpt(turns[1]), human(turns[2]), gpt(turns[3])]
+    out = preprocess(conversations, tokenizer, "phi3", has_video=True)
+
+    prompt = (
+        PHI3_SYSTEM + f"\n<|user|>\n<image>\n{turns[0]}<|end|>\n<|assistant|>\n{turns[1]}<|end|>"
+        f"\n<|user|>\n{turns[2]}<|end|>\n<|assistant|>\n{turns[3]}<|end|>"
+    )
+    ids, labels = expected_ids_and_labels(prompt, reply_spans(prompt, [turns[1], turns[3]]), tokenizer)
+    assert out["input_ids"].tolist() == ids
+    assert out["labels"].tolist() == labels
+    assert out["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 1
+    assert VIDEO_TOKEN_INDEX not in out["labels"].tolist()
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    # Of the five <|end|> tokens, only the two closing the answers are trained.
+    assert out["input_ids"].tolist().count(end_id) == 5
+    assert out["labels"].tolist().count(end_id) == 2
+
+
+def test_match_tokens_in_the_answer_are_trained(tokenizer):
+    answer = "It happens from <vid> to <vid>."
+    out = preprocess([human("<image>\nWhen?"), gpt(answer)], tokenizer, "phi3", has_video=True)
+    vid_id = tokenizer.convert_tokens_to_ids("<vid>")
+    assert out["labels"].tolist().count(vid_id) == 2
+
+
+def _original_phi3_labels(prompt, tokenizer):
+    """The original per-round arithmetic, valid for tokenizers that add nothing in front of a text."""
+    rounds = [m + "<|end|>" for m in prompt.split("<|end|>")][:-1]
+    rounds = ["".join(rounds[:3])] + ["".join(rounds[i : i + 2]) for i in range(3, len(rounds), 2)]
+    input_ids = tokenize(prompt, tokenizer)
+    labels = input_ids.clone()
+    sep, cur = "<|end|>\n<|assistant|>\n", 0
+    for i, rou in enumerate(rounds):
+        ins = sep.join(rou.split(sep)[:-1]) + sep
+        rou_len, ins_len = len(tokenize(rou, tokenizer)), len(tokenize(ins, tokenizer))
+        if i > 0:
+            rou_len, ins_len = rou_len - 1, ins_len - 1  # the BOS of a round tokenized on its own
+        labels[cur : cur + ins_len] = IGNORE_INDEX
+        cur += rou_len
+    assert cur == len(input_ids)
+    return labels.tolist()
+
+
+def test_same_mask_as_the_original_arithmetic():
+    tok = build_tiny_tokenizer()
+    # Phi-3's slow tokenizer with add_prefix_space=False (the original's setting) adds no "▁" to a text on its own.
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    conversations = [human("<image>\nDescribe the video."), gpt("A blue square."), human("Then?"), gpt("The end.")]
+    out = preprocess(conversations, tok, "phi3", has_video=True)
+    assert out["labels"].tolist() == _original_phi3_labels(_prompt_of(conversations), tok)
+
+
+def _prompt_of(conversations):
+    conv = get_conv("phi3")
+    for i, message in enumerate(conversations):
+        conv.append_message(conv.roles[i % 2], message["value"])
+    return conv.get_prompt()
+
+
+def test_plain_trains_the_caption_only(tokenizer):
+    caption = "A blue square moves to the left"
+    out = preprocess([human("Describe it.\n<image>"), gpt(caption)], tokenizer, "plain", has_video=True)
+    expected_ids = tokenize("<image>" + caption + "\n", tokenizer).tolist()
+    assert out["input_ids"].tolist() == expected_ids
+    assert expected_ids[:2] == [tokenizer.bos_token_id, VIDEO_TOKEN_INDEX]
+    assert out["labels"].tolist() == [IGNORE_INDEX, IGNORE_INDEX] + expected_ids[2:]
+
+
+def test_missing_placeholder_is_inserted_at_either_end(tokenizer):
+    question, answer = "What happens?", "A dog jumps."
+    prompts = {
+        PHI3_SYSTEM + f"\n<|user|>\n<image>\n{question}<|end|>\n<|assistant|>\n{answer}<|end|>",
+        PHI3_SYSTEM + f"\n<|user|>\n{question}\n<image><|end|>\n<|assistant|>\n{answer}<|end|>",
+    }
+    expected = {tuple(tokenize(p, tokenizer).tolist()) for p in prompts}
+    rng = random.Random(0)
+    seen = {
+        tuple(preprocess([human(question), gpt(answer)], tokenizer, "phi3", True, rng=rng)["input_ids"].tolist())
+        for _ in range(20)
+    }
+    assert seen == expected
+    assert {insert_placeholder("q", random.Random(s)) for s in range(20)} == {"<image>\nq", "q\n<image>"}
+
+
+def test_placeholder_errors_name_the_sample(tokenizer):
+    two = [human("<image> and <image>"), gpt("a")]
+    with pytest.raises(ValueError, match="sample 7.*2 <image> placeholders"):
+        preprocess(two, tokenizer, "phi3", True, name="sample 7")
+    later = [human("<image>\nq"), gpt("a"), human("<image>\nq2"), gpt("b")]
+    with pytest.raises(ValueError, match="sample 8.*message 2"):
+        preprocess(later, tokenizer, "phi3", True, name="sample 8")
+    with pytest.raises(ValueError, match="sample 9.*no image or video"):
+        preprocess([human("<image>\nq"), gpt("a")], tokenizer, "phi3", False, name="sample 9")
+    with pytest.raises(ValueError, match="sample 10.*expected 'gpt'"):
+        preprocess([human("q"), human("a")], tokenizer, "phi3", False, name="sample 10")
