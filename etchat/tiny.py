@@ -51,7 +51,11 @@ class TinyGeometry:
 
     def qformer_config(self) -> dict:
         return self.qformer or dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, cross_attention_frequency=2
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            cross_attention_frequency=2,
         )
 
 
@@ -145,7 +149,9 @@ def main(argv=None) -> None:
     if args.corpus:
         with open(args.corpus) as f:
             corpus = json.load(f)
-    geometry = TinyGeometry(llm_hidden=args.llm_hidden, llm_layers=args.llm_layers, tokenizer_vocab=args.tokenizer_vocab)
+    geometry = TinyGeometry(
+        llm_hidden=args.llm_hidden, llm_layers=args.llm_layers, tokenizer_vocab=args.tokenizer_vocab
+    )
     spec = write_tiny_base(args.out_dir, geometry, corpus, args.seed)
     logger.info("tiny base written to %s (%s)", args.out_dir, ", ".join(k for k in spec if k != "geometry"))
 

@@ -25,7 +25,9 @@ DEFAULT_CORPUS = (
 )
 
 
-def build_tiny_tokenizer(corpus: list[str] | tuple[str, ...] | None = None, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(
+    corpus: list[str] | tuple[str, ...] | None = None, vocab_size: int = 512
+) -> PreTrainedTokenizerFast:
     """Train a small BPE tokenizer on `corpus` and wrap it the way Phi-3's tokenizer behaves."""
     corpus = list(corpus or DEFAULT_CORPUS)
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -69,7 +69,10 @@ def test_phi3_prompt_single_and_multi_turn():
     conv.append_message(conv.roles[1], "A1")
     conv.append_message(conv.roles[0], "Q2")
     conv.append_message(conv.roles[1], "A2")
-    expected = PHI3_SYSTEM + "\n<|user|>\nQ1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\nQ2<|end|>\n<|assistant|>\nA2<|end|>"
+    expected = (
+        "<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\nQ1<|end|>\n<|assistant|>\nA1<|end|>"
+        "\n<|user|>\nQ2<|end|>\n<|assistant|>\nA2<|end|>"
+    )
     assert conv.get_prompt() == expected
     assert conv.stop_str == "<|end|>"
 

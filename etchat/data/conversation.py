@@ -137,6 +137,8 @@ def check_conversation(conversations: list[dict], has_video: bool, name: str = "
     if not isinstance(conversations, list) or not conversations:
         raise ValueError(f"{name}: 'conversations' must be a non-empty list, got {conversations!r}")
     for i, message in enumerate(conversations):
+        if not isinstance(message, dict) or not isinstance(message.get("value"), str):
+            raise ValueError(f"{name}: message {i} must be a dict with a string 'value', got {message!r}")
         expected = HUMAN if i % 2 == 0 else GPT
         if message.get("from") != expected:
             raise ValueError(f"{name}: message {i} is from {message.get('from')!r}, expected {expected!r}")

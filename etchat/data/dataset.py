@@ -79,6 +79,8 @@ def keep_sample(sample: dict, args: DataArguments) -> bool:
 
 def check_sample(sample: dict, name: str) -> None:
     """Raise a ValueError naming the sample when its fields are inconsistent."""
+    if not isinstance(sample, dict):
+        raise ValueError(f"{name} must be a JSON object, got {type(sample).__name__}")
     if "image" in sample and "video" in sample:
         raise ValueError(f"{name} has both an 'image' and a 'video'")
     check_conversation(sample.get("conversations"), modality_of(sample) != "text", name)
@@ -99,6 +101,10 @@ def write_times(text: str, times: list[float]) -> str:
     return "".join(out)
 
 
+def _sample_name(sample: dict, position: int, path: str) -> str:
+    return f"sample {position} (id {sample.get('id', '-')}) of {path}"
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) <= 0
 
@@ -107,6 +113,8 @@ def _log_summary(samples: list[dict], num_raw: int) -> None:
     ratio = 100 * len(samples) / max(num_raw, 1)
     lines = [f"Training samples: {num_raw} -> {len(samples)} after filtering ({ratio:.2f}%)"]
     for key in ("source", "task"):
+        if key == "task" and not any("task" in sample for sample in samples):
+            continue
         counts = Counter(sample.get(key) or modality_of(sample) for sample in samples)
         lines.append(f"{'per ' + key:<12}{'#samples':>10}{'ratio':>8}")
         for value, count in counts.most_common():
@@ -130,19 +138,18 @@ class SupervisedDataset(Dataset):
         if not annotation_paths:
             raise ValueError("No annotation file given")
 
-        samples, names, num_raw = [], [], 0
-        for path in annotation_paths:
+        samples, origins, num_raw = [], [], 0
+        for file_idx, path in enumerate(annotation_paths):
             with open(path) as f:
                 raw = json.load(f)
             if not isinstance(raw, list):
                 raise ValueError(f"{path} must hold a JSON list of samples, got {type(raw).__name__}")
             num_raw += len(raw)
             for i, sample in enumerate(raw):
-                name = f"sample {i} (id {sample.get('id', '-')}) of {path}"
-                check_sample(sample, name)
+                check_sample(sample, _sample_name(sample, i, path))
                 if keep_sample(sample, data_args):
                     samples.append(sample)
-                    names.append(name)
+                    origins.append((file_idx, i))
         if not samples:
             raise ValueError(f"No sample of {annotation_paths} is left after filtering")
         if _is_main_process():
@@ -151,7 +158,8 @@ class SupervisedDataset(Dataset):
         from etchat.data.transforms import build_transform
 
         self.samples = samples
-        self.names = names
+        self.annotation_paths = [str(path) for path in annotation_paths]
+        self.origins = origins  # (file index, position in file) of each kept sample, for messages
         self.tokenizer = tokenizer
         self.args = data_args
         self.transform = build_transform(data_args.vision_processor, inference=False)
@@ -168,6 +176,10 @@ class SupervisedDataset(Dataset):
     def lengths(self) -> list[int]:
         """Word count of each whole conversation: a cheap length estimate for grouping, as in the original."""
         return [sum(m["value"].count(" ") + 1 for m in sample["conversations"]) for sample in self.samples]
+
+    def sample_name(self, idx: int) -> str:
+        file_idx, position = self.origins[idx]
+        return _sample_name(self.samples[idx], position, self.annotation_paths[file_idx])
 
     def media_path(self, idx: int) -> str | None:
         sample = self.samples[idx]
@@ -186,7 +198,7 @@ class SupervisedDataset(Dataset):
                 last_error = e
                 logger.warning(
                     "Cannot load %s (file: %s): %s: %s; using another random sample",
-                    self.names[idx],
+                    self.sample_name(idx),
                     self.media_path(idx),
                     type(e).__name__,
                     e,
@@ -223,7 +235,7 @@ class SupervisedDataset(Dataset):
             frames = clip.frames
             tag = clip.tags if args.use_time_tag else None
 
-        data = preprocess(conversations, self.tokenizer, args.conv_type, modality != "text", name=self.names[idx])
+        data = preprocess(conversations, self.tokenizer, args.conv_type, modality != "text", name=self.sample_name(idx))
         data.update(
             image=self.transform(frames) if frames is not None else None,
             query=extract_query(conversations),

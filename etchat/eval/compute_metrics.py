@@ -242,7 +242,7 @@ def _first_timed_caption(answer: str) -> tuple[list[list[float]], list[str]]:
                 continue
             bounds = found[0].split("-")
             start, end = round(float(bounds[0].strip()), 2), round(float(bounds[1].strip()), 2)
-        except (ValueError, IndexError):
+        except (ValueError, IndexError, OverflowError):  # the official script skips the piece on any error
             continue
         return [[start, end]], [parts[-1].strip()]
     return [], []
@@ -455,7 +455,12 @@ def caption_scores(references: dict, predictions: dict, tiou: float, scorers: Ca
         per_video[video][0][index] = [refs[index]]
         per_video[video][1][index] = [hyps[index]]
     rows = [scorers.score(video_refs, video_hyps) for video_refs, video_hyps in per_video.values()]
-    return {metric: np.mean([row[metric] for row in rows]) for metric in CAPTION_METRICS}
+    # BLEU is averaged as one (videos x 4) array like the official script: numpy sums that axis in another order
+    # than a 1-D mean would, which can change the last bits.
+    bleu = np.mean([[row[f"Bleu_{n}"] for n in range(1, 5)] for row in rows], axis=0)
+    scores = {f"Bleu_{n}": bleu[n - 1] for n in range(1, 5)}
+    scores.update({metric: np.mean([row[metric] for row in rows]) for metric in CAPTION_METRICS[4:]})
+    return scores
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -468,7 +473,10 @@ def _describe(sample: dict) -> str:
 
 
 def _spans_tensor(sample: dict, spans) -> torch.Tensor:
-    tensor = torch.Tensor(spans)
+    try:
+        tensor = torch.Tensor(spans)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{_describe(sample)}: malformed spans in 'tgt': {spans!r}") from error
     if tensor.dim() != 2 or tensor.shape[1] != 2:
         raise ValueError(f"{_describe(sample)}: expected a list of [start, end] spans in 'tgt', got {spans!r}")
     return tensor
@@ -616,7 +624,7 @@ def _strip_option_prefix(answer: str) -> str:
 
 def _leading_letter(text: str) -> str | None:
     """A letter standing alone at the start (followed by end, '.', ',', ' ' or ')'), lower-cased."""
-    if len(text) == 1 or (len(text) > 1 and text[1] in ".,  )"):
+    if len(text) == 1 or (len(text) > 1 and text[1] in (".", ",", " ", ")")):
         return text[0].lower()
     return None
 
@@ -688,15 +696,19 @@ def score_grounded_qa(samples: list[dict], similarity: SentenceSimilarity) -> di
 def score_dense_captioning(
     samples: list[dict], scorers: Callable[[], CaptionScorers], rng: random.Random, *, show_progress: bool = False
 ) -> dict:
-    """DVC, SLC: detection F1 (IoU > t, scaled by the parsed share) and caption metrics, averaged over thresholds."""
+    """DVC, SLC: detection F1 (IoU > t, scaled by the parsed share) and caption metrics, averaged over thresholds.
+
+    `scorers` returns the (shared) caption scorers; it is called only when some answer parses. `rng` draws the
+    stand-in references of unmatched predictions.
+    """
     references, predictions, failed = {}, {}, 0
     for sample in samples:
         spans, captions = parse_dense_captions(sample["a"])
         if spans is None:
             failed += 1
             continue
-        if not sample["tgt"] or len(sample["tgt"]) != len(sample.get("g", [])):
-            raise ValueError(f"{_describe(sample)}: 'tgt' and 'g' must hold the same, non-zero number of events")
+        if not sample["tgt"] or len(sample["g"]) < len(sample["tgt"]):
+            raise ValueError(f"{_describe(sample)}: needs at least one event in 'tgt' and a caption in 'g' for each")
         # Keyed by video like the official script: a later sample of the same video replaces an earlier one.
         references[sample["video"]] = (sample["tgt"], sample["g"])
         predictions[sample["video"]] = list(zip(spans, captions))[:MAX_PROPOSALS]
@@ -776,14 +788,27 @@ def load_samples(path: Path) -> list[dict]:
     if not isinstance(samples, list):
         raise ValueError(f"{path}: expected a list of samples, got {type(samples).__name__}")
     for position, sample in enumerate(samples):
-        missing = [key for key in ("idx", "task", "source", "a") if key not in sample]
+        if not isinstance(sample, dict):
+            raise ValueError(f"{path}: sample #{position} is not an object")
+        if sample.get("task") not in TASKS:
+            raise ValueError(f"{path}: sample #{position} has an unknown or missing task {sample.get('task')!r}")
+        missing = [key for key in ("idx", "source", "a", *_task_fields(sample["task"])) if key not in sample]
         if missing:
-            raise ValueError(f"{path}: sample #{position} lacks {', '.join(missing)}")
+            raise ValueError(f"{path}: sample #{position} ({_describe(sample)}) lacks {', '.join(missing)}")
         if not isinstance(sample["a"], str):
             raise ValueError(f"{path}: {_describe(sample)} has a non-text answer 'a': {sample['a']!r}")
-        if sample["task"] not in TASKS:
-            raise ValueError(f"{path}: {_describe(sample)} has an unknown task {sample['task']!r}")
     return samples
+
+
+def _task_fields(task: str) -> tuple[str, ...]:
+    """Annotation fields the scorer of `task` reads."""
+    if task in ("rar", "eca", "rvq"):
+        return ("o", "p")
+    if task == "gvq":
+        return ("o", "p", "tgt")
+    if task in ("dvc", "slc"):
+        return ("video", "tgt", "g")
+    return ("tgt",)
 
 
 def load_subset() -> dict[str, dict[str, list[int]]]:
@@ -979,7 +1004,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         groups = group_samples(samples, load_subset() if args.subset else None)
         if args.subset:
-            logger.info(f"Evaluating on a subset with {sum(len(g) for t in groups.values() for g in t.values())} samples")
+            kept = sum(len(group) for sources in groups.values() for group in sources.values())
+            logger.info(f"Evaluating on a subset with {kept} samples")
         logger.info("==========================================")
         logger.info("Start evaluation...")
         collected = evaluate(groups, seed=args.seed, device=args.device, show_progress=True)

@@ -117,11 +117,12 @@ def generate(
     requests: list[GenerationRequest],
     settings: GenerationSettings | None = None,
     generator: torch.Generator | None = None,
-    on_token: Callable[[int, int], None] | None = None,
+    on_token: Callable[[int, int, tuple[int, torch.Tensor] | None], None] | None = None,
 ) -> list[MatchedAnswer]:
     """Answer a batch of samples, each with its own video and frame count.
 
-    `on_token(sample_index, token_id)` is called for every new token (streaming). Greedy decoding of a batch gives the
+    `on_token(sample_index, token_id, match)` is called for every new token (streaming); `match` is this step's
+    (best frame index, similarity over frames), which is the token's frame when the token is `<vid>`. Greedy decoding of a batch gives the
     answers of decoding each sample alone.
     """
     settings = settings or GenerationSettings()
@@ -155,7 +156,9 @@ def generate(
     frame_embeds = [None] * len(requests)
     if model.config.use_matching:
         frame_states = outputs.hidden_states[FRAME_STATE]
-        frame_embeds = [model.frm_head(frame_states[i, slice(*spans[-1])]) for i, spans in enumerate(inputs.frame_spans)]
+        frame_embeds = [
+            model.frm_head(frame_states[i, slice(*spans[-1])]) for i, spans in enumerate(inputs.frame_spans)
+        ]
     return _decode(model, tokenizer, requests, settings, generator, on_token, inputs, frame_embeds, outputs, cache)
 
 
@@ -197,7 +200,7 @@ def _decode(model, tokenizer, requests, settings, generator, on_token, inputs, f
             step_matches[i].append(matches[i])
             seen[i, token] = True
             if on_token is not None:
-                on_token(i, token)
+                on_token(i, token, matches[i])
             if token in eos_ids or any(_ends_with(generated[i], seq) for seq in stop_sequences):
                 finished[i] = True
         if bool(finished.all()):
@@ -231,10 +234,13 @@ def _next_embeddings(model, next_tokens, matches, frame_tokens, match_id):
     embeds = model.get_input_embeddings()(next_tokens)
     if match_id is None or not model.config.use_matching:
         return embeds[:, None]
-    rows = [
-        embeds[i] + frame_tokens[i][matches[i][0]].to(embeds.dtype) if int(token) == match_id else embeds[i]
-        for i, token in enumerate(next_tokens)
-    ]
+    rows = []
+    for i, token in enumerate(next_tokens):
+        if int(token) == match_id:
+            video_tokens = frame_tokens[i] if frame_tokens[i].dim() == 2 else frame_tokens[i][-1]
+            rows.append(embeds[i] + video_tokens[matches[i][0]].to(embeds.dtype))
+        else:
+            rows.append(embeds[i])
     return torch.stack(rows)[:, None]
 
 

@@ -118,7 +118,9 @@ def load_qformer_weights(model, path: str) -> set[str]:
         else:
             logger.debug("ignoring %s from %s", key, path)
     expected = {
-        k for k in model.state_dict() if k.startswith(("model.qformer_bert.", "model.qformer_ln.", "model.qformer_query"))
+        k
+        for k in model.state_dict()
+        if k.startswith(("model.qformer_bert.", "model.qformer_ln.", "model.qformer_query"))
     }
     _load_exactly(model, renamed, expected, path)
     return expected
@@ -208,6 +210,7 @@ def load_etchat(
     missing = {k for k in missing if not any(fragment in k for fragment in new_modules)}
     if missing:
         raise CheckpointMismatchError(f"{path}: no weights for [{_short(missing)}]")
+    model.model.vision_tower.requires_grad_(False)  # frozen in every stage; loading re-creates its parameters
     tokenizer = load_tokenizer(path, config)
     _load_generation_config(model, path)
     return model.to(device), tokenizer

@@ -87,7 +87,7 @@ class MultimodalInputs:
     labels: torch.Tensor | None
     block_ids: torch.Tensor  # (B, L) video index at frame positions, -1 elsewhere
     frame_spans: list[list[tuple[int, int]]]  # per sample, [start, end) of each video's frame tokens
-    frame_tokens: list[torch.Tensor]  # per sample, (T, hidden) tokens of its (last) video
+    frame_tokens: list[torch.Tensor]  # per sample, (T, hidden) or (turns, T, hidden) frame tokens
 
 
 @dataclass
@@ -106,6 +106,18 @@ def init_etchat_weights(module: nn.Module, std: float) -> None:
     elif isinstance(module, nn.LayerNorm):
         init.ones_(module.weight)
         init.zeros_(module.bias)
+
+
+def soft_target_cross_entropy(sim: torch.Tensor, targets: list[float], alpha: float) -> torch.Tensor:
+    """Mean over rows of -sum_i w_i log softmax(sim)_i with w_i = alpha^-|i - t| (not normalised, as published).
+
+    `targets` are seconds = frame indices at 1 fps, rounded and clamped to the frames.
+    """
+    num_frames = sim.size(-1)
+    target_idx = torch.tensor(targets, device=sim.device, dtype=torch.float).round().clamp(0, num_frames - 1)
+    frame_idx = torch.arange(num_frames, device=sim.device)
+    weights = alpha ** -(frame_idx[None] - target_idx[:, None]).abs()
+    return F.cross_entropy(sim.float(), weights.float())
 
 
 class ETChatMetaModel(FrameCompressorMixin):
@@ -149,24 +161,34 @@ class ETChatMetaForCausalLM:
     def encode_videos(
         self,
         videos: list[torch.Tensor],
-        queries: list[str] | None = None,
+        queries: list[str | list[str]] | None = None,
         tags: list[list[float] | None] | None = None,
         vision_chunk_size: int = 64,
     ) -> list[torch.Tensor]:
-        """Per video (T, 3, H, W) pixels -> (T, hidden) frame tokens, conditioned on its instruction."""
+        """Per video (T, 3, H, W) pixels -> (T, hidden) frame tokens, conditioned on its instruction.
+
+        A list of instructions for a video (one per user turn of a multi-turn sample, each turn carrying the video)
+        gives (turns, T, hidden): the frames go through the ViT once and through the Q-Former once per turn.
+        """
         queries = queries if queries is not None else [""] * len(videos)
         tags = tags if tags is not None else [None] * len(videos)
         pixels = torch.cat([v.to(self.device) for v in videos])
         with torch.no_grad():
             features = self.model.vision_tower(pixels, vision_chunk_size)
-        instructions = []
+        frame_rows, instructions, sizes, offset = [], [], [], 0
         for video, query, tag in zip(videos, queries, tags):
-            if self.config.use_time_tag and tag is not None:
-                instructions.extend(f"Current time: {t}s. {query}" for t in tag)
-            else:
-                instructions.extend([query] * video.size(0))
-        tokens = self.model.compress_frames(features.to(self.model.qformer_query.dtype), instructions)
-        return list(tokens.split([v.size(0) for v in videos]))
+            rows = torch.arange(offset, offset + video.size(0), device=features.device)
+            offset += video.size(0)
+            for text in [query] if isinstance(query, str) else query:
+                frame_rows.append(rows)
+                sizes.append(video.size(0))
+                if self.config.use_time_tag and tag is not None:
+                    instructions.extend(f"Current time: {t}s. {text}" for t in tag)
+                else:
+                    instructions.extend([text] * video.size(0))
+        features = features[torch.cat(frame_rows)].to(self.model.qformer_query.dtype)
+        tokens = iter(self.model.compress_frames(features, instructions).split(sizes))
+        return [next(tokens) if isinstance(q, str) else torch.stack([next(tokens) for _ in q]) for q in queries]
 
     # ---- frame tokens + text -> LLM inputs ---------------------------------------------------------------------
     def assemble_inputs(
@@ -188,14 +210,16 @@ class ETChatMetaForCausalLM:
             rows.append(self._assemble_row(ids[keep], row_labels, frames, times, i))
         return self._pad_rows(rows, frame_tokens, padding_side, with_labels=labels is not None)
 
-    def _assemble_row(self, ids, labels, frames, times, sample_idx):
-        embed_ids = ids.clamp(min=0)
-        embeds = self.get_input_embeddings()(embed_ids)
+    def _assemble_row(self, ids, labels, video_tokens, times, sample_idx):
+        # (T, hidden) for one instruction, or (turns, T, hidden): placeholder k takes turn k's tokens.
+        turns = video_tokens if video_tokens.dim() == 3 else video_tokens[None]
+        embeds = self.get_input_embeddings()(ids.clamp(min=0))
         if self.config.use_matching:
-            embeds = self._inject_vid_frames(ids, embeds, frames, times, sample_idx)
+            embeds = self._inject_vid_frames(ids, embeds, turns[-1], times, sample_idx)
         placeholders = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten().tolist()
         pieces, label_pieces, block, spans, start = [], [], [], [], 0
         for video_idx, pos in enumerate(placeholders):
+            frames = turns[min(video_idx, turns.size(0) - 1)]
             pieces += [embeds[start:pos], frames]
             block += [ids.new_full((pos - start,), -1), ids.new_full((frames.size(0),), video_idx)]
             if labels is not None:
@@ -207,7 +231,7 @@ class ETChatMetaForCausalLM:
         block.append(ids.new_full((ids.size(0) - start,), -1))
         if not placeholders:
             # Keeps the vision path in the graph for text-only samples so every rank computes the same parameters.
-            pieces.append(frames[:0])
+            pieces.append(turns[-1][:0])
         if labels is not None:
             label_pieces.append(labels[start:])
         return (
@@ -327,11 +351,8 @@ class ETChatMetaForCausalLM:
             frames = self.frm_head(frame_states[i, start:end])
             positions = next_is_vid[i].nonzero().flatten()[-len(targets) :]
             vids = self.vid_head(vid_states[i, positions])
-            target_idx = torch.tensor(targets, device=frames.device, dtype=torch.float).clamp(0, end - start - 1)
-            frame_idx = torch.arange(end - start, device=frames.device)
-            soft_target = self.config.alpha ** -(frame_idx[None] - target_idx[:, None]).abs()
             sim = vids @ frames.t() / vids.size(-1) ** 0.5
-            losses.append(F.cross_entropy(sim.float(), soft_target.float()))
+            losses.append(soft_target_cross_entropy(sim, targets, self.config.alpha))
         if losses:
             return torch.stack(losses).mean()
         # No targets in this batch: touch both heads so every rank's gradients cover the same parameters.

@@ -1,0 +1,126 @@
+"""Result files of the inference scripts: sharding, a crash-safe journal, and the final prediction file.
+
+Every answer is appended to a JSON-lines journal as soon as it exists (flushed and fsync'd), so a run that dies loses
+at most the sample in flight. A rerun reads the journals and skips the samples already answered; the final
+prediction file (the published layout, one JSON list per shard) is written atomically at the end.
+
+Layout for shard ``i`` of ``k`` of a run named ``stem`` (``etbench``, ``charades_sta``)::
+
+    <pred_dir>/<stem>_<i>.json            final predictions (``<stem>.json`` when k = 1)
+    <pred_dir>/journal/<stem>_<i>.jsonl   the journal
+
+The journals live in a subfolder because the scorers read every ``.json``/``.jsonl`` file of the prediction folder;
+the journal would otherwise count every sample twice. Journals of every shard layout are read on resume, so a run
+restarted with another number of processes still skips what any earlier process finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_DIR = "journal"
+
+
+def shard(items: Sequence, chunk: int, index: int) -> list:
+    """Shard ``index`` of ``chunk``: items ``index, index + chunk, index + 2 * chunk, ...``."""
+    if chunk < 1 or not 0 <= index < chunk:
+        raise ValueError(f"shard index must satisfy 0 <= index < chunk, got index {index} and chunk {chunk}")
+    return list(items[index::chunk])
+
+
+def shard_name(stem: str, chunk: int, index: int) -> str:
+    """File stem of shard ``index`` of ``chunk``: ``stem_{index}``, or ``stem`` for a single shard."""
+    return f"{stem}_{index}" if chunk > 1 else stem
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSON-lines file. A last line cut short by a crash is skipped with a warning."""
+    lines = Path(path).read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                logger.warning("%s: skipping the unfinished last line %d (%s)", path, number, error)
+                continue
+            raise ValueError(f"{path}: line {number} is not valid JSON ({error})") from error
+    return records
+
+
+class ResultStore:
+    """Journal and final file of one shard; ``key_fn(record)`` names a sample stably across runs."""
+
+    def __init__(self, pred_dir: str | os.PathLike, stem: str, chunk: int, index: int, key_fn: Callable[[dict], str]):
+        self.pred_dir = Path(pred_dir)
+        self.stem = stem
+        self.key_fn = key_fn
+        name = shard_name(stem, chunk, index)
+        self.final_path = self.pred_dir / f"{name}.json"
+        self.journal_path = self.pred_dir / JOURNAL_DIR / f"{name}.jsonl"
+
+    def journal_files(self) -> list[Path]:
+        folder = self.journal_path.parent
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob(f"{self.stem}*.jsonl") if _is_shard_of(self.stem, p.stem))
+
+    def load(self, retry_errors: bool = True) -> dict[str, dict]:
+        """key -> latest journal record of every sample answered by an earlier run (of any shard layout).
+
+        With ``retry_errors`` a sample whose latest record carries an ``error`` counts as not done.
+        """
+        done: dict[str, dict] = {}
+        for path in self.journal_files():
+            for record in read_jsonl(path):
+                done[self.key_fn(record)] = record
+        if retry_errors:
+            done = {key: record for key, record in done.items() if "error" not in record}
+        return done
+
+    def append(self, record: dict) -> None:
+        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal_path, "a") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_final(self, records: list[dict]) -> None:
+        write_json_atomic(self.final_path, records)
+        logger.info("Wrote %d predictions to %s", len(records), self.final_path)
+
+    def stale_outputs(self, chunk: int) -> list[Path]:
+        """Final files of this stem from another shard layout; the scorer would read them together with ours."""
+        expected = {f"{shard_name(self.stem, chunk, i)}.json" for i in range(chunk)}
+        candidates = self.pred_dir.glob(f"{self.stem}*.json")
+        return sorted(p for p in candidates if _is_shard_of(self.stem, p.stem) and p.name not in expected)
+
+
+def _is_shard_of(stem: str, name: str) -> bool:
+    return name == stem or (name.startswith(stem + "_") and name[len(stem) + 1 :].isdigit())
