@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig, Pretrained
 from etchat.constants import MATCH_TOKEN
 from etchat.model.eva_vit import load_eva_vit_weights
 from etchat.model.modeling_etchat import LANGUAGE_MODELS
-from etchat.model.qformer import published_to_hf_key
+from etchat.model.qformer import hf_to_published_key, published_to_hf_key
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +262,11 @@ def add_match_token(model, tokenizer) -> int:
     return num_new
 
 
-def save_etchat(model, tokenizer, output_dir: str) -> None:
+def save_etchat(model, tokenizer, output_dir: str, state_dict: dict | None = None) -> None:
     """Write a full checkpoint (format b): config, safetensors with the published names, tokenizer, generation
-    config."""
-    model.save_pretrained(output_dir, safe_serialization=True)
+    config. `state_dict` (e.g. gathered from ZeRO-3 shards) replaces the model's own."""
+    # Written under the published names explicitly: transformers only reverts renamings it applied while loading,
+    # and a model built from a plain LLM folder applied none.
+    state_dict = {hf_to_published_key(k): v for k, v in (state_dict or model.state_dict()).items()}
+    model.save_pretrained(output_dir, state_dict=state_dict, save_original_format=False)
     tokenizer.save_pretrained(output_dir)

@@ -17,7 +17,9 @@ def lora_config(language_model: str, r: int = 128, alpha: int = 256, dropout: fl
         raise ValueError(f"no LoRA targets known for language_model={language_model!r}")
     # Only the decoder layers: the Q-Former's and EVA-ViT's projections have other names, and the pattern keeps it so.
     pattern = r"model\.layers\.\d+\.self_attn\.(" + "|".join(LORA_TARGETS[language_model]) + ")"
-    return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias, target_modules=pattern)
+    return LoraConfig(
+        task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout, bias=bias, target_modules=pattern
+    )
 
 
 def add_lora(model, language_model: str | None = None, **kwargs):

@@ -1,0 +1,149 @@
+"""Command-line arguments of `python -m etchat.train.train` (the original's flags, SPEC 6).
+
+Three groups, parsed together by `HfArgumentParser`: what model to build (`ModelArguments`), what data to read
+(`DataArguments`) and how to train (`TrainingArguments`, transformers' own plus LoRA / tuning-mode / saving options).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import transformers
+
+from etchat.data.dataset import DataArguments as DatasetOptions
+
+TUNING_MODES = ("projector", "qformer", "attention", "llm")
+# The original's name for EVA-ViT-G; checkpoints call it `eva_vit_g`.
+VISION_TOWER_NAMES = {"eva_vit": "eva_vit_g", "eva_vit_g": "eva_vit_g"}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "start point: a plain LLM folder (stage 1) or an E.T. Chat checkpoint"}
+    )
+    language_model: str | None = field(default=None, metadata={"help": "phi3, qwen2 or llama"})
+    conv_type: str | None = field(default=None, metadata={"help": "chat template (default: the checkpoint's)"})
+    vision_tower: str = field(default="eva_vit", metadata={"help": "eva_vit (= eva_vit_g)"})
+    vision_processor: str = field(default="clip_center_224", metadata={"help": "frame transform"})
+    vision_output_layer: int = field(default=-2, metadata={"help": "EVA-ViT block whose output is used"})
+    vision_output_token: str = field(default="patch", metadata={"help": "which ViT tokens feed the Q-Former"})
+    mm_projector: str = field(default="qformer", metadata={"help": "frame compressor type"})
+    pretrain_vision_tower: str | None = field(default=None, metadata={"help": "eva_vit_g.pth"})
+    pretrain_qformer: str | None = field(default=None, metadata={"help": "instruct_blip_vicuna7b_trimmed.pth"})
+    pretrain_projector: str | None = field(default=None, metadata={"help": "projector weights (.safetensors)"})
+    qformer_tokenizer_path: str | None = field(default=None, metadata={"help": "bert-base-uncased folder or vocab"})
+    use_matching: bool = field(default=False, metadata={"help": "train the <vid> matching heads"})
+    use_time_tag: bool = field(default=False, metadata={"help": "per-frame 'Current time' Q-Former instructions"})
+    bi_attention: bool = field(default=False, metadata={"help": "frames of a video attend to each other"})
+    alpha: float = field(default=2.0, metadata={"help": "base of the soft matching target alpha^-|i-t|"})
+    vision_config: str | None = field(
+        default=None,
+        metadata={"help": "EVA-ViT geometry override for small models: a JSON object, or a JSON file holding it "
+                  "(or holding it under the key 'vision_config', like etchat.tiny's tiny.json)"},
+    )
+    qformer_config: str | None = field(
+        default=None, metadata={"help": "Q-Former geometry override, same forms as --vision_config"}
+    )
+    num_query_tokens: int | None = field(default=None, metadata={"help": "Q-Former query count override"})
+
+    def __post_init__(self):
+        if self.vision_tower not in VISION_TOWER_NAMES:
+            raise ValueError(f"--vision_tower {self.vision_tower!r} is not supported, use one of {list(VISION_TOWER_NAMES)}")
+
+
+@dataclass
+class DataArguments:
+    anno_path: str | None = field(default=None, metadata={"help": "annotation JSON file(s), comma-separated"})
+    image_path: str | None = field(default=None, metadata={"help": "root of the samples' `image` paths"})
+    video_path: str | None = field(default=None, metadata={"help": "root of the samples' `video` paths"})
+    video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
+    image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square (mean colour)"})
+    fps: float = field(default=1.0, metadata={"help": "frames sampled per second"})
+    min_video_len: float = field(default=-1, metadata={"help": "skip videos shorter than this (s); -1 = off"})
+    max_video_len: float = field(default=-1, metadata={"help": "skip videos longer than this (s); -1 = off"})
+    min_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is shorter; -1 = off"})
+    max_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is longer; -1 = off"})
+    max_retries: int = field(default=10, metadata={"help": "random replacements tried for a sample that fails"})
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    optim: str = field(default="adamw_torch")
+    remove_unused_columns: bool = field(default=False)
+    model_max_length: int = field(default=2048, metadata={"help": "batches are truncated to this many tokens"})
+    fast_tokenizer: bool = field(default=True, metadata={"help": "kept for the original's scripts (always fast)"})
+    group_by_modality: bool = field(default=False, metadata={"help": "batches of only vision or only text samples"})
+    lora_enable: bool = field(default=False, metadata={"help": "train LoRA adapters on the LLM's attention"})
+    lora_r: int = field(default=128)
+    lora_alpha: int = field(default=256)
+    lora_dropout: float = field(default=0.05)
+    lora_bias: str = field(default="none", metadata={"help": "none, all or lora_only"})
+    lora_lr: float | None = field(default=None, metadata={"help": "learning rate of the LoRA parameters"})
+    tuning_mode: str | None = field(
+        default=None, metadata={"help": f"which non-LoRA parameters train: {', '.join(TUNING_MODES)}"}
+    )
+    save_full_model: bool = field(
+        default=False, metadata={"help": "save the final model whole (LoRA merged) instead of adapter + trainables"}
+    )
+
+    def __post_init__(self):
+        if self.tuning_mode not in TUNING_MODES:
+            raise ValueError(f"--tuning_mode must be one of {TUNING_MODES}, got {self.tuning_mode!r}")
+        if self.lora_enable and self.tuning_mode == "llm":
+            raise ValueError("--tuning_mode llm trains the whole LLM; it cannot be combined with --lora_enable")
+        if self.accelerator_config is None and _configured_state_exists():
+            # The caller set up the process group itself (CPU runs use gloo); the Trainer must reuse it.
+            self.accelerator_config = {"use_configured_state": True}
+        super().__post_init__()
+
+
+def _configured_state_exists() -> bool:
+    from accelerate import PartialState
+
+    return bool(PartialState._shared_state)
+
+
+def parse_json_arg(value: str | None, key: str) -> dict | None:
+    """`--vision_config`-style value: a JSON object, or a JSON file holding it (directly or under `key`)."""
+    if value is None:
+        return None
+    if os.path.isfile(value):
+        with open(value) as f:
+            data = json.load(f)
+        data = data.get(key, data) if isinstance(data, dict) else data
+    else:
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--{key} must be a JSON object or a JSON file, got {value!r}: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"--{key} must describe a JSON object, got {type(data).__name__}")
+    return data
+
+
+def dataset_options(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments,
+                    conv_type: str) -> DatasetOptions:
+    """The data module's options from the training command line."""
+    if not data_args.anno_path:
+        raise ValueError("--anno_path is required")
+    return DatasetOptions(
+        annotation_path=[p for p in data_args.anno_path.split(",") if p],
+        image_folder=data_args.image_path,
+        video_folder=data_args.video_path,
+        video_decode_threads=max(data_args.video_decode_threads, 1),
+        fps=data_args.fps,
+        min_video_len=data_args.min_video_len,
+        max_video_len=data_args.max_video_len,
+        min_num_words=data_args.min_num_words,
+        max_num_words=data_args.max_num_words,
+        max_retries=data_args.max_retries,
+        image_pad_to_square=data_args.image_pad_to_square,
+        vision_processor=model_args.vision_processor,
+        conv_type=conv_type,
+        use_time_tag=model_args.use_time_tag,
+        use_matching=model_args.use_matching,
+        model_max_length=training_args.model_max_length,
+    )
