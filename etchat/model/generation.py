@@ -122,7 +122,8 @@ def generate(
     """Answer a batch of samples, each with its own video and frame count.
 
     `on_token(sample_index, token_id, match)` is called for every new token (streaming); `match` is this step's
-    (best frame index, similarity over frames), which is the token's frame when the token is `<vid>`. Greedy decoding of a batch gives the
+    (best frame index, similarity over frames), which is the token's frame when the token is `<vid>`. Greedy
+    decoding of a batch gives the
     answers of decoding each sample alone.
     """
     settings = settings or GenerationSettings()
