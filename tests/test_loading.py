@@ -181,3 +181,16 @@ def test_save_etchat_writes_tokenizer_and_generation_config(tiny_checkpoint, tmp
     save_etchat(model, tokenizer, str(tmp_path / "again"))
     files = set(os.listdir(tmp_path / "again"))
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= files
+
+
+def test_trained_weights_of_a_full_checkpoint_are_not_replaced_by_the_base_files(tiny_checkpoint, tmp_path):
+    model, tokenizer = load_etchat(tiny_checkpoint)
+    assert model.config.pretrain_qformer  # the config still names the base files, as a trained stage's does
+    with torch.no_grad():
+        model.model.qformer_query.add_(1.0)
+        model.model.vision_tower.vision_tower.cls_token.add_(1.0)
+        model.model.qformer_bert.bert.encoder.layer[0].attention.attention.query.weight.add_(1.0)
+    save_etchat(model, tokenizer, str(tmp_path / "trained"))
+    loaded, _ = load_etchat(str(tmp_path / "trained"))
+    saved, again = model.state_dict(), loaded.state_dict()
+    assert all(torch.equal(saved[k], again[k]) for k in saved)

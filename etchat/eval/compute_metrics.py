@@ -432,28 +432,29 @@ def detection_precision_recall(references: dict, predictions: dict, tiou: float)
     return sum(precisions) / len(precisions), sum(recalls) / len(recalls)
 
 
-def caption_scores(references: dict, predictions: dict, tiou: float, scorers: CaptionScorers, rng) -> dict:
-    """Caption metrics at one threshold: each prediction against every reference it overlaps at IoU >= tiou."""
-    owners, hyps, refs = [], [], []
+def caption_pairs(references: dict, predictions: dict, tiou: float, rng: random.Random) -> list[tuple]:
+    """(video, predicted caption, reference caption) for each prediction and each reference it overlaps at IoU >=
+    tiou; an unmatched prediction is paired with a random string (drawn from `rng` in the official order)."""
+    pairs = []
     for video, (ref_spans, ref_captions) in references.items():
         for span, caption in predictions[video]:
             matched = False
             for ref_span, ref_caption in zip(ref_spans, ref_captions):
                 if caption_iou(span, ref_span) >= tiou:
-                    owners.append(video)
-                    hyps.append(remove_non_ascii(caption))
-                    refs.append(remove_non_ascii(ref_caption))
+                    pairs.append((video, remove_non_ascii(caption), remove_non_ascii(ref_caption)))
                     matched = True
             if not matched:
-                owners.append(video)
-                hyps.append(remove_non_ascii(caption))
-                refs.append(random_caption(rng))
-    hyps, refs = ptb_tokenize(hyps), ptb_tokenize(refs)
+                pairs.append((video, remove_non_ascii(caption), random_caption(rng)))
+    return pairs
 
-    per_video = {video: ({}, {}) for video in references}
-    for index, video in enumerate(owners):
-        per_video[video][0][index] = [refs[index]]
-        per_video[video][1][index] = [hyps[index]]
+
+def caption_scores(tokenized_pairs: list[tuple], scorers: CaptionScorers) -> dict:
+    """Caption metrics at one threshold from PTB-tokenized (video, hypothesis, reference) pairs: scored per video,
+    then averaged over videos."""
+    per_video: dict[str, tuple[dict, dict]] = {}
+    for index, (video, hyp, ref) in enumerate(tokenized_pairs):
+        video_refs, video_hyps = per_video.setdefault(video, ({}, {}))
+        video_refs[index], video_hyps[index] = [ref], [hyp]
     rows = [scorers.score(video_refs, video_hyps) for video_refs, video_hyps in per_video.values()]
     # BLEU is averaged as one (videos x 4) array like the official script: numpy sums that axis in another order
     # than a 1-D mean would, which can change the last bits.
@@ -461,6 +462,13 @@ def caption_scores(references: dict, predictions: dict, tiou: float, scorers: Ca
     scores = {f"Bleu_{n}": bleu[n - 1] for n in range(1, 5)}
     scores.update({metric: np.mean([row[metric] for row in rows]) for metric in CAPTION_METRICS[4:]})
     return scores
+
+
+def tokenize_pairs(pairs_per_threshold: list[list[tuple]]) -> list[list[tuple]]:
+    """PTB-tokenize the captions of all thresholds in one Java call (each line is tokenized on its own)."""
+    texts = [text for pairs in pairs_per_threshold for _, hyp, ref in pairs for text in (hyp, ref)]
+    tokens = iter(ptb_tokenize(texts))
+    return [[(video, next(tokens), next(tokens)) for video, _, _ in pairs] for pairs in pairs_per_threshold]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -716,8 +724,9 @@ def score_dense_captioning(
 
     per_threshold = {key: [0] * len(IOU_THRESHOLDS) for key in ("Recall", "Precision", *CAPTION_METRICS)}
     if references:
-        for i, tiou in enumerate(tqdm(IOU_THRESHOLDS, desc="captions", leave=False, disable=not show_progress)):
-            for metric, value in caption_scores(references, predictions, tiou, scorers(), rng).items():
+        pairs = tokenize_pairs([caption_pairs(references, predictions, tiou, rng) for tiou in IOU_THRESHOLDS])
+        for i, tiou_pairs in enumerate(tqdm(pairs, desc="captions", leave=False, disable=not show_progress)):
+            for metric, value in caption_scores(tiou_pairs, scorers()).items():
                 per_threshold[metric][i] = value
         for i, tiou in enumerate(IOU_THRESHOLDS):
             precision, recall = detection_precision_recall(references, predictions, tiou)
@@ -828,15 +837,23 @@ def group_samples(samples: list[dict], subset: dict | None = None) -> dict[str, 
 
 
 def evaluate(
-    groups: dict[str, dict[str, list[dict]]], *, seed: int = 0, device: str = "cpu", show_progress: bool = False
+    groups: dict[str, dict[str, list[dict]]],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    similarity: SentenceSimilarity | None = None,
+    caption_scorers: CaptionScorers | None = None,
+    show_progress: bool = False,
 ) -> dict[str, dict[str, dict]]:
     """Scores of every group: ``{task: {source: {metric: value}}}``.
 
-    The sentence model and the caption scorers are created only when a task needs them.
+    The sentence model and the caption scorers are created only when a task needs them, unless given (to share
+    them between runs); scorers created here are closed here.
     """
     rng = random.Random(seed)
-    similarity = functools.cache(lambda: SentenceSimilarity(device))
-    captions = functools.cache(lambda: CaptionScorers(similarity()))
+    get_similarity = functools.cache(lambda: similarity or SentenceSimilarity(device))
+    own_captions = functools.cache(lambda: CaptionScorers(get_similarity()))
+    captions = (lambda: caption_scorers) if caption_scorers is not None else own_captions
     if any(task in groups for task in ("dvc", "slc")):
         require_java()  # fail before the long part of the run
     collected: dict[str, dict[str, dict]] = {}
@@ -860,13 +877,13 @@ def evaluate(
             elif task in ("dvc", "slc"):
                 result = score_dense_captioning(group, captions, rng, show_progress=show_progress)
             elif task in ("rar", "eca", "rvq"):
-                result = score_multiple_choice(group, similarity())
+                result = score_multiple_choice(group, get_similarity())
             else:
-                result = score_grounded_qa(group, similarity())
+                result = score_grounded_qa(group, get_similarity())
             collected.setdefault(task, {})[source] = result
     finally:
-        if captions.cache_info().currsize:
-            captions().close()
+        if own_captions.cache_info().currsize:
+            own_captions().close()
     return collected
 
 

@@ -77,6 +77,7 @@ class LoadedJob:
     job: Job
     video: torch.Tensor | None = None  # transformed frames (T, 3, H, W) in the model dtype
     tags: list[float] | None = None
+    duration: float | None = None
     error: str | None = None
 
 
@@ -93,7 +94,7 @@ class JobVideos(Dataset):
         job = self.jobs[i]
         try:
             clip = load_video(job.video_path, fps=self.fps, num_threads=1)
-            return LoadedJob(job, self.transform(clip.frames).to(self.dtype), clip.tags)
+            return LoadedJob(job, self.transform(clip.frames).to(self.dtype), clip.tags, clip.duration)
         except Exception as error:  # any unreadable video becomes that sample's error record
             return LoadedJob(job, error=f"{type(error).__name__}: {error}")
 
@@ -160,6 +161,7 @@ def match_fields(answer: MatchedAnswer, tags: list[float]) -> dict:
 
 
 RecordFn = Callable[[Job, MatchedAnswer, LoadedJob], dict]
+ErrorFn = Callable[[Job, str], dict]
 
 
 def run_jobs(
@@ -169,12 +171,17 @@ def run_jobs(
     store: ResultStore,
     settings: GenerationSettings,
     to_record: RecordFn,
+    to_error: ErrorFn = error_record,
     batch_size: int = 1,
     num_workers: int = 0,
     seed: int | None = 0,
     desc: str = "inference",
 ) -> dict[str, dict]:
-    """Answer ``jobs``, journalling each record as it is made; returns key -> record."""
+    """Answer ``jobs``, journalling each record as it is made; returns key -> record.
+
+    ``to_record(job, answer, loaded)`` builds a sample's record, ``to_error(job, message)`` the record of a sample
+    that failed (unreadable video, generation error).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dtype = next(model.parameters()).dtype
@@ -189,7 +196,7 @@ def run_jobs(
     records: dict[str, dict] = {}
     with tqdm(total=len(jobs), unit="sample", desc=desc, dynamic_ncols=True) as bar:
         for batch in loader:
-            for record in _answer_loaded(model, tokenizer, batch, settings, to_record, seed):
+            for record in _answer_loaded(model, tokenizer, batch, settings, to_record, to_error, seed):
                 store.append(record)
                 records[store.key_fn(record)] = record
                 bar.update(1)
@@ -197,13 +204,13 @@ def run_jobs(
     return records
 
 
-def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record: RecordFn, seed) -> list[dict]:
+def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record, to_error, seed) -> list[dict]:
     """Records of a loaded batch, in batch order; samples needing other settings are generated apart."""
     results: dict[int, dict] = {}
     for position, item in enumerate(batch):
         if item.error is not None:
             logger.warning("%s: %s", item.job.key, item.error)
-            results[position] = error_record(item.job, item.error)
+            results[position] = to_error(item.job, item.error)
     groups: dict[float | None, list[int]] = {}
     for position, item in enumerate(batch):
         if item.error is None:
@@ -213,7 +220,7 @@ def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record
         group_settings = replace(settings, repetition_penalty=penalty)
         for position, (answer, error) in zip(positions, answer_batch(model, tokenizer, items, group_settings, seed)):
             job = batch[position].job
-            results[position] = error_record(job, error) if error else to_record(job, answer, batch[position])
+            results[position] = to_error(job, error) if error else to_record(job, answer, batch[position])
     return [results[p] for p in range(len(batch))]
 
 
@@ -381,7 +388,7 @@ def run_etbench(args: argparse.Namespace, model, tokenizer) -> list[dict]:
     done = store.load()
     conv_name = conv_type(model)
     jobs = [etbench_job(s, args.data_path, conv_name) for s in samples if sample_key(s) not in done]
-    logger.info("%d samples in this shard, %d already answered, %d to go", len(samples), len(samples) - len(jobs), len(jobs))
+    logger.info("%d samples in this shard, %d to answer", len(samples), len(jobs))
     new = run_jobs(
         model,
         tokenizer,

@@ -74,6 +74,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def drop_unfinished_line(path: Path) -> None:
+    """Cut a last line left without its newline by a crash, so that the next record starts on a line of its own."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        logger.warning("%s: dropping an unfinished last line (%d bytes)", path, len(data) - keep)
+        f.truncate(keep)
+
+
 class ResultStore:
     """Journal and final file of one shard; ``key_fn(record)`` names a sample stably across runs."""
 
@@ -84,6 +97,7 @@ class ResultStore:
         name = shard_name(stem, chunk, index)
         self.final_path = self.pred_dir / f"{name}.json"
         self.journal_path = self.pred_dir / JOURNAL_DIR / f"{name}.jsonl"
+        self._journal_checked = False
 
     def journal_files(self) -> list[Path]:
         folder = self.journal_path.parent
@@ -105,7 +119,10 @@ class ResultStore:
         return done
 
     def append(self, record: dict) -> None:
-        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._journal_checked:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            drop_unfinished_line(self.journal_path)
+            self._journal_checked = True
         with open(self.journal_path, "a") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PretrainedConfig
+from transformers.utils import logging as hf_logging
 
 from etchat.constants import MATCH_TOKEN
 from etchat.model.eva_vit import load_eva_vit_weights
@@ -191,18 +192,12 @@ def load_etchat(
             raise NotETChatCheckpointError(f"{path}: partial checkpoint without model_name_or_path in its config")
         weights_path = resolve_path(config.model_name_or_path, path)
         logger.info("Loading base model from %s", weights_path)
-    model, info = model_class(config).from_pretrained(
-        weights_path,
-        config=config,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        output_loading_info=True,
-    )
+    model, info = _from_pretrained_quietly(model_class(config), weights_path, config, dtype, attn_implementation)
     unexpected = set(info["unexpected_keys"]) | {k for k, *_ in info["mismatched_keys"]}
     if unexpected:
         raise CheckpointMismatchError(f"{weights_path}: unexpected or mis-shaped weights [{_short(unexpected)}]")
     missing = set(info["missing_keys"])
-    missing -= _load_base_weights(model, config, path)
+    missing -= _load_base_weights(model, config, path, missing)
     if os.path.isfile(adapter):
         model = merge_adapter(model, path)
     if os.path.isfile(partial):
@@ -216,14 +211,34 @@ def load_etchat(
     return model.to(device), tokenizer
 
 
-def _load_base_weights(model, config, path: str) -> set[str]:
+def _from_pretrained_quietly(cls, path, config, dtype, attn_implementation):
+    # transformers reports weights absent from the file; we check them ourselves, against the base .pth files too.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(
+            path, config=config, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _load_base_weights(model, config, path: str, missing: set[str]) -> set[str]:
+    """Fill weights the checkpoint lacks from the base files the config names; a checkpoint that has them (a
+    trained stage saved whole) keeps its own."""
+    sources = (
+        (config.pretrain_vision_tower, ("model.vision_tower.",), load_vision_tower_weights),
+        (
+            config.pretrain_qformer,
+            ("model.qformer_bert.", "model.qformer_ln.", "model.qformer_query"),
+            load_qformer_weights,
+        ),
+        (config.pretrain_projector, tuple(f"model.{m}." for m in PROJECTOR_MODULES), load_projector_weights),
+    )
     filled = set()
-    if config.pretrain_vision_tower:
-        filled |= load_vision_tower_weights(model, resolve_path(config.pretrain_vision_tower, path))
-    if config.pretrain_qformer:
-        filled |= load_qformer_weights(model, resolve_path(config.pretrain_qformer, path))
-    if config.pretrain_projector:
-        filled |= load_projector_weights(model, resolve_path(config.pretrain_projector, path))
+    for file, prefixes, load in sources:
+        if file and any(k.startswith(prefixes) for k in missing):
+            filled |= load(model, resolve_path(file, path))
     return filled
 
 

@@ -88,12 +88,22 @@ class TrainingArguments(transformers.TrainingArguments):
     save_full_model: bool = field(
         default=False, metadata={"help": "save the final model whole (LoRA merged) instead of adapter + trainables"}
     )
+    # transformers 5 folded the ratio into warmup_steps (a float below 1); the published scripts pass the ratio.
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "warmup as a fraction of the training steps (sets --warmup_steps)"}
+    )
 
     def __post_init__(self):
         if self.tuning_mode not in TUNING_MODES:
             raise ValueError(f"--tuning_mode must be one of {TUNING_MODES}, got {self.tuning_mode!r}")
         if self.lora_enable and self.tuning_mode == "llm":
             raise ValueError("--tuning_mode llm trains the whole LLM; it cannot be combined with --lora_enable")
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            if self.warmup_steps:
+                raise ValueError("give either --warmup_ratio or --warmup_steps, not both")
+            self.warmup_steps = self.warmup_ratio
         if self.accelerator_config is None and _configured_state_exists():
             # The caller set up the process group itself (CPU runs use gloo); the Trainer must reuse it.
             self.accelerator_config = {"use_configured_state": True}

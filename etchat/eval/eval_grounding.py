@@ -1,0 +1,133 @@
+"""Charades-STA moment retrieval scores: ``python -m etchat.eval.eval_grounding <pred.json or folder>``.
+
+Input: a JSON file (or a folder whose ``*.json`` files are merged; a ``metrics.json`` there is skipped) holding a
+list of predictions, one per test query, as the Charades-STA inference writes them::
+
+    {"vid": "3MSZA", "query": "Localize the video moment according to the query '...'.",
+     "response": "The event happens in <vid> - <vid>.", "span": [24.3, 30.4], "pred": [23.0, 31.0]}
+
+* ``span``: the ground-truth ``[start, end]`` in seconds (required).
+* ``pred``: the times, in seconds, of the ``<vid>`` tokens of the answer, in answer order. A list of exactly two
+  numbers is the predicted moment (``[[t1, t2]]`` is accepted too). Anything else (missing, ``null``, one time, three
+  or more times) is a failure: IoU 0, still counted in every denominator. Other fields are ignored.
+
+The two times are used in the order given, as the original E.T. Chat script does: a reversed pair has no overlap and
+scores IoU 0 (it is not a failure). IoU is computed in float32 like the original; a non-finite IoU counts as 0.
+
+Scores: R1@0.3 / R1@0.5 / R1@0.7 (share of all samples whose IoU reaches the threshold), mIoU (mean IoU over all
+samples) and the failure rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from nncore.ops import temporal_iou
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def _describe(sample: dict, position: int) -> str:
+    return f"sample #{position} (vid={sample.get('vid')!r})"
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def predicted_moment(pred) -> list[float] | None:
+    """The predicted [t1, t2], or None when the prediction does not hold exactly two times."""
+    if isinstance(pred, (list, tuple)) and len(pred) == 1 and isinstance(pred[0], (list, tuple)):
+        pred = pred[0]
+    if not isinstance(pred, (list, tuple)) or len(pred) != 2 or not all(_number(t) for t in pred):
+        return None
+    return [float(t) for t in pred]
+
+
+def moment_iou(span: list[float], moment: list[float]) -> float:
+    """IoU of the ground-truth span and a predicted moment (float32, times in the given order; NaN -> 0)."""
+    iou = temporal_iou(torch.Tensor([span]), torch.Tensor([moment])).item()
+    return iou if math.isfinite(iou) else 0.0
+
+
+def sample_ious(samples: list[dict]) -> list[float | None]:
+    """IoU of every sample; None for a failure (no valid two-time prediction)."""
+    ious = []
+    for position, sample in enumerate(samples):
+        span = sample.get("span")
+        if not isinstance(span, (list, tuple)) or len(span) != 2 or not all(_number(t) for t in span):
+            raise ValueError(f"{_describe(sample, position)}: 'span' must be [start, end] in seconds, got {span!r}")
+        moment = predicted_moment(sample.get("pred"))
+        ious.append(None if moment is None else moment_iou(list(span), moment))
+    return ious
+
+
+def grounding_scores(samples: list[dict]) -> dict[str, float]:
+    """R1@0.3/0.5/0.7, mIoU (0-1) and the failure count and rate over all samples."""
+    if not samples:
+        raise ValueError("no prediction to score")
+    ious = sample_ious(samples)
+    total = len(samples)
+    scored = [iou for iou in ious if iou is not None]
+    scores = {f"R1@{thr}": sum(iou >= thr for iou in scored) / total for thr in THRESHOLDS}
+    scores["mIoU"] = sum(scored) / total
+    scores["Total"] = total
+    scores["Failed"] = total - len(scored)
+    scores["FailureRate"] = scores["Failed"] / total
+    return scores
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """Predictions of a JSON file, or of every JSON file of a folder (sorted; ``metrics.json`` skipped)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.json") if p.name != "metrics.json")
+        if not files:
+            raise FileNotFoundError(f"no .json prediction files in {path}")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"prediction file or folder not found: {path}")
+    samples = []
+    for file in files:
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}: not valid JSON ({error})") from error
+        if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
+            raise ValueError(f"{file}: expected a list of prediction objects")
+        samples += data
+    return samples
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Charades-STA scores (R1@0.3/0.5/0.7, mIoU, failure rate).")
+    parser.add_argument("pred_path", help="a JSON prediction file, or a folder of them (see the module docstring)")
+    parser.add_argument("--out", help="optional JSON file for the scores")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    samples = load_predictions(args.pred_path)
+    scores = grounding_scores(samples)
+    logger.info(f"Total number of samples: {scores['Total']}")
+    logger.info(" ".join(f"R1@{thr}: {round(scores[f'R1@{thr}'], 3)}" for thr in THRESHOLDS))
+    logger.info(f"mIoU: {round(scores['mIoU'], 3)}")
+    logger.info(f"Failed: {scores['Failed']} samples ({scores['FailureRate'] * 100:.1f}%)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(scores, indent=2))
+        logger.info(f"Wrote {args.out}")
+    return scores
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Train one stage of E.T. Chat (SPEC 6): `torchrun ... -m etchat.train.train --model_name_or_path ... --tuning_mode ...`.
+
+Stage 1 starts from a plain LLM folder (`--language_model phi3`) plus `--pretrain_vision_tower` / `--pretrain_qformer`;
+stages 2 and 3 start from the previous stage's output. A run resumes from the newest complete `checkpoint-*` in
+`--output_dir`. See `scripts/train_stage_{1,2,3}.sh` for the published settings.
+
+Without a GPU the run uses the CPU with the gloo backend (fp32), under DDP or DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+
+import torch
+import transformers
+from transformers import HfArgumentParser
+
+from etchat.model.loading import ADAPTER_FILE, PARTIAL_FILE, PROJECTOR_MODULES, add_match_token, load_etchat
+from etchat.train.arguments import (
+    VISION_TOWER_NAMES,
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    dataset_options,
+    parse_json_arg,
+)
+from etchat.train.trainer import (
+    ETChatTrainer,
+    find_last_checkpoint,
+    lora_target_modules,
+    select_trainable_parameters,
+)
+
+logger = logging.getLogger(__name__)
+
+MATCHING_HEADS = ("frm_head", "vid_head")
+
+
+def init_cpu_distributed(argv: list[str]) -> bool:
+    """Under torchrun without a GPU, set up the gloo process group through accelerate before the arguments are
+    parsed (TrainingArguments then reuses it). DeepSpeed runs need accelerate to know it is DeepSpeed."""
+    if torch.cuda.is_available() or "LOCAL_RANK" not in os.environ:
+        return False
+    from accelerate import PartialState
+
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--deepspeed", default=None)
+    known, _ = pre_parser.parse_known_args(argv)
+    if known.deepspeed:
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        PartialState(backend="gloo")
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    else:
+        PartialState(cpu=True, backend="gloo")
+    return True
+
+
+@contextlib.contextmanager
+def zero3_init_disabled(training_args: TrainingArguments):
+    """Build the model with whole tensors even under ZeRO-3 (DeepSpeed partitions it when training starts): loading
+    the base `.pth` files writes into ordinary tensors."""
+    from transformers.integrations.deepspeed import (
+        is_deepspeed_zero3_enabled,
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(training_args.hf_deepspeed_config)
+
+
+def attention_implementation(bi_attention: bool) -> str:
+    """sdpa (bidirectional frame blocks included); flash_attention_2 for purely causal runs on GPUs that have it."""
+    if not bi_attention and torch.cuda.is_available() and transformers.utils.is_flash_attn_2_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def read_start_config(path: str) -> dict:
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"--model_name_or_path {path}: no config.json there")
+    with open(config_path) as f:
+        return json.load(f)
+
+
+def is_partial_checkpoint(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, ADAPTER_FILE)) or os.path.isfile(os.path.join(path, PARTIAL_FILE))
+
+
+def config_overrides(model_args: ModelArguments, start_is_full_checkpoint: bool) -> dict:
+    """Config fields the command line sets on top of the start checkpoint's config."""
+    overrides = dict(
+        vision_tower=VISION_TOWER_NAMES[model_args.vision_tower],
+        vision_processor=model_args.vision_processor,
+        vision_output_layer=model_args.vision_output_layer,
+        vision_output_token=model_args.vision_output_token,
+        mm_projector=model_args.mm_projector,
+        use_matching=model_args.use_matching,
+        use_time_tag=model_args.use_time_tag,
+        bi_attention=model_args.bi_attention,
+        alpha=model_args.alpha,
+    )
+    if model_args.conv_type is not None:
+        overrides["conv_type"] = model_args.conv_type
+    for key in ("pretrain_vision_tower", "pretrain_qformer", "pretrain_projector"):
+        value = getattr(model_args, key)
+        # A full checkpoint already holds every weight: its base files must not be loaded over them again.
+        if value is not None or start_is_full_checkpoint:
+            overrides[key] = value
+    for key in ("vision_config", "qformer_config"):
+        value = parse_json_arg(getattr(model_args, key), key)
+        if value is not None:
+            overrides[key] = value
+    if model_args.num_query_tokens is not None:
+        overrides["num_query_tokens"] = model_args.num_query_tokens
+    if model_args.qformer_tokenizer_path is not None:
+        overrides["qformer_tokenizer_path"] = model_args.qformer_tokenizer_path
+    return overrides
+
+
+def new_module_names(model_args: ModelArguments, start_config: dict) -> tuple[str, ...]:
+    """Weights this stage creates: the projector when starting from a plain LLM without `--pretrain_projector`, and
+    the matching heads when matching turns on for the first time."""
+    from_plain_llm = not start_config.get("model_type", "").startswith("etchat_")
+    new = []
+    if from_plain_llm and not model_args.pretrain_projector:
+        new += PROJECTOR_MODULES
+    if model_args.use_matching and (from_plain_llm or not start_config.get("use_matching", False)):
+        new += MATCHING_HEADS
+    return tuple(new)
+
+
+def build_model(model_args: ModelArguments, training_args: TrainingArguments):
+    """The model to train (PEFT-wrapped with LoRA) with its trainable parameters selected, and its tokenizer."""
+    path = model_args.model_name_or_path
+    if path is None:
+        raise ValueError("--model_name_or_path is required")
+    start_config = read_start_config(path)
+    is_etchat = start_config.get("model_type", "").startswith("etchat_")
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    with zero3_init_disabled(training_args):
+        model, tokenizer = load_etchat(
+            path,
+            dtype=dtype,
+            attn_implementation=attention_implementation(model_args.bi_attention),
+            language_model=model_args.language_model,
+            new_modules=new_module_names(model_args, start_config),
+            **config_overrides(model_args, is_etchat and not is_partial_checkpoint(path)),
+        )
+        model.config.use_cache = False
+        model.config.model_name_or_path = path  # the base a partial save of this stage builds on
+        if model_args.use_matching:
+            add_match_token(model, tokenizer)
+    tokenizer.model_max_length = training_args.model_max_length
+    if not training_args.fast_tokenizer:
+        logger.warning("--fast_tokenizer False is ignored: transformers 5 tokenizers are always the fast ones")
+
+    model.requires_grad_(False)
+    if training_args.lora_enable:
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora_target_modules(model.config.language_model)
+        logger.info("LoRA on %s (r=%d, alpha=%d)", targets, training_args.lora_r, training_args.lora_alpha)
+        # No task type: the generic PeftModel passes the batch's extra keys (images, queries, ...) through as they
+        # are, where PeftModelForCausalLM would add inputs_embeds=None and clash with the model's own.
+        lora_config = LoraConfig(
+            r=training_args.lora_r,
+            lora_alpha=training_args.lora_alpha,
+            lora_dropout=training_args.lora_dropout,
+            bias=training_args.lora_bias,
+            target_modules=targets,
+        )
+        model = get_peft_model(model, lora_config)
+    trainable = select_trainable_parameters(model, training_args.tuning_mode, model_args.use_matching)
+    log_trainable(model, trainable)
+    return model, tokenizer
+
+
+def log_trainable(model: torch.nn.Module, trainable: list[str]) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        "Trainable: %d tensors, %d of %d parameters (%.2f%%)",
+        len(trainable),
+        learnable,
+        total,
+        100 * learnable / max(total, 1),
+    )
+    logger.debug("Trainable parameters:\n%s", "\n".join(trainable))
+
+
+def check_save_format(model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    if not training_args.save_full_model and is_partial_checkpoint(model_args.model_name_or_path):
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path} is itself a partial checkpoint; a partial save "
+            "on top of it could not be loaded. Use --save_full_model True, or start from a full checkpoint."
+        )
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Our messages at INFO on the main process only; transformers at the level TrainingArguments asks for."""
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+
+def train(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    init_cpu_distributed(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    setup_logging(training_args)
+    check_save_format(model_args, training_args)
+
+    from etchat.data.collator import DataCollator
+    from etchat.data.dataset import SupervisedDataset
+
+    # New weights (projector, matching heads, LoRA) must start the same on every rank and in every rerun.
+    transformers.set_seed(training_args.seed)
+    model, tokenizer = build_model(model_args, training_args)
+    config = model.config
+    options = dataset_options(data_args, model_args, training_args, conv_type=config.conv_type)
+    dataset = SupervisedDataset(None, tokenizer, options)
+    image_size = int(model_args.vision_processor.rsplit("_", 1)[-1])
+    collator = DataCollator(tokenizer, training_args.model_max_length, image_size=image_size)
+
+    trainer = ETChatTrainer(
+        model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer
+    )
+    logger.info(
+        "Distributed: %s, %d process(es), device %s",
+        trainer.accelerator.distributed_type,
+        training_args.world_size,
+        training_args.device,
+    )
+    checkpoint = find_last_checkpoint(training_args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_state()
+    trainer.save_final_model(base_model_path=model_args.model_name_or_path)
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def main() -> None:
+    train()
+
+
+if __name__ == "__main__":
+    main()
