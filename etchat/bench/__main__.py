@@ -30,22 +30,35 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--video-dir", default=DEFAULT_VIDEO_DIR, help="cache of generated videos")
     parser.add_argument("--video-fps", type=float, default=3.0, help="frame rate of the generated videos")
-    parser.add_argument("--video-size", type=int, default=224, help="short side of the generated videos (E.T. Bench's compressed videos: 224)")
+    parser.add_argument(
+        "--video-size",
+        type=int,
+        default=224,
+        help="short side of the generated videos (E.T. Bench's compressed videos: 224)",
+    )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Markdown file the section is appended to")
     parser.add_argument("--no-append", action="store_true", help="only print the table")
-    parser.add_argument("--in-process", action="store_true", help="run configurations in this process (debugging; "
-                        "peak memory then carries over between configurations)")
-    parser.add_argument("--torch-threads", type=int, help="torch threads of every configuration's model process "
-                        "(default: each configuration's own choice)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run configurations in this process (debugging; peak memory then carries over between configurations)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch threads of every configuration's model process (default: each configuration's own choice)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per configuration")
+    parser.add_argument("--note", help="a remark written into the section (e.g. that the machine was shared)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m etchat.bench", description=__doc__)
     subparsers = parser.add_subparsers(dest="scenario", required=True)
     for name, (module, help_text) in SCENARIOS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=module.__doc__,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = subparsers.add_parser(
+            name, help=help_text, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         _add_common(sub)
         module.add_arguments(sub)
     everything = subparsers.add_parser("all", help="the three scenarios with their defaults, one section each")
@@ -61,6 +74,8 @@ def run_scenario(name: str, args, argv) -> str:
         return run_in_process(target, config) if args.in_process else run_isolated(target, config, args.timeout)
 
     body = module.run(args, run_one)
+    if args.note:
+        body = f"Note: {args.note}\n\n{body}"
     title = f"{name}: {args.geometry} geometry on {args.device}"
     section = build_section(title, command_line(argv), machine, body)
     print(section)

@@ -190,9 +190,11 @@ def run_config(config: dict) -> dict:
 
 # ---- the scenario --------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    parser.add_argument("--samples", type=int, help="number of samples (default 16 tiny, 64 full)")
+    parser.add_argument("--samples", type=int, help="number of samples (default 12 tiny, 64 full)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size of the batched configurations")
-    parser.add_argument("--workers", type=int, help="DataLoader workers of ours (default: half the cores on CPU, up to 8 on GPU)")
+    parser.add_argument(
+        "--workers", type=int, help="DataLoader workers of ours (default: half the cores on CPU, up to 8 on GPU)"
+    )
     parser.add_argument("--frames", type=int, nargs=2, default=(30, 300), metavar=("MIN", "MAX"))
     parser.add_argument("--prompt-tokens", type=int, nargs=2, default=(100, 200), metavar=("MIN", "MAX"))
     parser.add_argument("--answer-tokens", type=int, nargs=2, default=(20, 60), metavar=("MIN", "MAX"))
@@ -235,6 +237,7 @@ def _row(config: dict, result: dict, baseline: dict | None) -> dict:
         "frames/s": result["frames"] / result["wall"],
         "tokens/s": result["answer_tokens"] / result["wall"],
         "peak MiB": result["memory"]["peak_mib"],
+        "added MiB": result["memory"]["peak_mib"] - result["memory"]["start_mib"],
         "wall s": result["wall"],
     }
     row.update({f"{s} s": stages.get(s, 0.0) for s in (*STAGES, "other")})
@@ -246,7 +249,7 @@ def _row(config: dict, result: dict, baseline: dict | None) -> dict:
 def run(args, run_one) -> str:
     """Run every configuration through `run_one(target, config)`; return the report body (table and targets)."""
     is_tiny = args.geometry == "tiny"
-    samples = args.samples or (16 if is_tiny else 64)
+    samples = args.samples or (12 if is_tiny else 64)
     shapes = draw_shapes(samples, tuple(args.frames), tuple(args.prompt_tokens), tuple(args.answer_tokens), args.seed)
     ensure_videos(shapes, args.video_dir, args.video_fps, args.video_size)
 
@@ -262,7 +265,19 @@ def run(args, run_one) -> str:
         results[config["name"]] = result
         rows.append(_row(config, result, results.get("published")))
 
-    columns = ["config", "batch", "attn", "dtype", "decode in", "threads", "samples/s", "frames/s", "tokens/s", "peak MiB"]
+    columns = [
+        "config",
+        "batch",
+        "attn",
+        "dtype",
+        "decode in",
+        "threads",
+        "samples/s",
+        "frames/s",
+        "tokens/s",
+        "peak MiB",
+        "added MiB",
+    ]
     columns += [f"{s} s" for s in (*STAGES, "other")] + ["wall s", "speedup"]
     lines = [
         _describe_workload(args, shapes),
@@ -282,7 +297,8 @@ def run(args, run_one) -> str:
 def _describe_workload(args, shapes) -> str:
     frames = [s.num_frames for s in shapes]
     return (
-        f"Workload: {len(shapes)} samples, {min(frames)}-{max(frames)} frames at 1 fps (mean {sum(frames) / len(frames):.0f}), "
+        f"Workload: {len(shapes)} samples, {min(frames)}-{max(frames)} frames at 1 fps "
+        f"(mean {sum(frames) / len(frames):.0f}), "
         f"prompts {args.prompt_tokens[0]}-{args.prompt_tokens[1]} tokens, answers {args.answer_tokens[0]}-"
         f"{args.answer_tokens[1]} tokens (greedy, EOS disabled); {args.geometry} geometry, random weights; videos "
         f"H.264 at {args.video_fps:g} fps, short side {args.video_size} px, "
@@ -296,7 +312,10 @@ def _memory_note(device: str, results: dict) -> str:
     resets = all(r["memory"]["peak_reset"] for r in results.values()) if results else True
     note = "the process's resident-set high-water mark (VmHWM) "
     note += "reset after model building and warm-up" if resets else "over the whole process (could not be reset)"
-    return note + "; DataLoader workers are separate processes, not included."
+    return (
+        note + "; DataLoader workers are separate processes, not included. added MiB = peak minus the memory in use "
+        "when the measured run started (model and prompts)."
+    )
 
 
 def _targets(results: dict) -> list[str]:

@@ -24,8 +24,18 @@ logger = logging.getLogger(__name__)
 
 TARGET_SPEEDUP = 1.5
 # Name fragments of the stage-3 trainables besides LoRA (SPEC 6).
-STAGE3_TRAINABLE = ("embed_tokens", "lm_head", "frm_head", "vid_head", "qformer_query", "qformer_ln", "qformer_proj",
-                    "qformer_q_proj", "qformer_k_proj", "qformer_v_proj")
+STAGE3_TRAINABLE = (
+    "embed_tokens",
+    "lm_head",
+    "frm_head",
+    "vid_head",
+    "qformer_query",
+    "qformer_ln",
+    "qformer_proj",
+    "qformer_q_proj",
+    "qformer_k_proj",
+    "qformer_v_proj",
+)
 QFORMER_ATTENTION = ("attention.", "crossattention.")
 
 
@@ -78,17 +88,21 @@ def _to_device(batch: dict, device, dtype) -> dict:
 
 def run_config(config: dict) -> dict:
     device = config["device"]
+    if config.get("threads"):
+        torch.set_num_threads(config["threads"])
     model, tokenizer = build_model(config["geometry"], config["attn"], config["dtype"], device, config["seed"])
     trainable = prepare_stage3(model, config["lora_rank"])
     model.train()
     if config["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     dtype = next(model.parameters()).dtype
     collator = DataCollator(tokenizer, model_max_length=2048)
     shapes = [SampleShape(**s) for s in config["shapes"]]
     size = config["batch_size"]
-    batches = [collator([build_training_sample(s, tokenizer, config["seed"]) for s in shapes[i : i + size]])
-               for i in range(0, len(shapes), size)]
+    batches = [
+        collator([build_training_sample(s, tokenizer, config["seed"]) for s in shapes[i : i + size]])
+        for i in range(0, len(shapes), size)
+    ]
     optimizer = torch.optim.AdamW(trainable, lr=2e-5)
 
     def step(batch: dict) -> float:
@@ -96,7 +110,7 @@ def run_config(config: dict) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     warmup, timed = batches[: config["warmup_steps"]], batches[config["warmup_steps"] :]
     for batch in warmup:
@@ -118,6 +132,7 @@ def run_config(config: dict) -> dict:
         "trainable_params": sum(p.numel() for p in trainable),
         "loss": losses[-1] if losses else None,
         "memory": memory.read(),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -137,8 +152,14 @@ def run(args, run_one) -> str:
     steps = args.steps or (6 if is_tiny else 10)
     num_samples = (steps + args.warmup_steps) * args.batch_size
     # All samples get the full src/tgt structure; src_fraction=1 keeps every question's <vid> pair.
-    shapes = draw_shapes(num_samples, tuple(args.frames), tuple(args.prompt_tokens), tuple(args.answer_tokens),
-                         args.seed, src_fraction=1.0)
+    shapes = draw_shapes(
+        num_samples,
+        tuple(args.frames),
+        tuple(args.prompt_tokens),
+        tuple(args.answer_tokens),
+        args.seed,
+        src_fraction=1.0,
+    )
     dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     configs = default_configs()
     if args.configs:
@@ -155,6 +176,7 @@ def run(args, run_one) -> str:
         batch_size=args.batch_size,
         warmup_steps=args.warmup_steps,
         lora_rank=args.lora_rank or (8 if is_tiny else 128),
+        threads=args.torch_threads,
         shapes=[s.to_dict() for s in shapes],
     )
     rows, results, failures = [], {}, []
@@ -169,19 +191,33 @@ def run(args, run_one) -> str:
         results[config.name] = result
         rows.append(_row(config, result, results.get("eager"), dtype))
 
-    columns = ["config", "attn", "ckpt", "dtype", "samples/s", "tokens/s", "s/step", "peak MiB", "vs eager"]
+    columns = [
+        "config",
+        "attn",
+        "ckpt",
+        "dtype",
+        "samples/s",
+        "tokens/s",
+        "s/step",
+        "peak MiB",
+        "added MiB",
+        "vs eager",
+    ]
     frames = [s.num_frames for s in shapes]
     lines = [
         f"Workload: {steps} timed steps (+{args.warmup_steps} warm-up) of {args.batch_size} samples; {min(frames)}-"
         f"{max(frames)} frames, conversations of {args.prompt_tokens[0] + args.answer_tokens[0]}-"
         f"{args.prompt_tokens[1] + args.answer_tokens[1]} tokens with `<vid>` src and tgt; {args.geometry} geometry, "
         f"random weights, stage-3 trainables ({next(iter(results.values()))['trainable_params'] / 1e6:.2f}M "
-        f"parameters, LoRA rank {common['lora_rank']})." if results else "Workload: no configuration finished.",
+        f"parameters, LoRA rank {common['lora_rank']})."
+        if results
+        else "Workload: no configuration finished.",
         "",
         format_table(columns, rows),
         "",
         "tokens/s counts LLM sequence tokens (text plus one per frame); peak MiB as in the infer scenario (CPU: VmHWM "
-        "reset after warm-up; CUDA: max_memory_allocated).",
+        "reset after warm-up; CUDA: max_memory_allocated); added MiB = peak minus the memory in use before the timed "
+        "steps (model, optimizer state, prepared batches).",
         "",
     ]
     lines += _targets(results)
@@ -195,10 +231,12 @@ def _row(config: TrainConfig, result: dict, eager: dict | None, dtype: str) -> d
         "attn": config.attn,
         "ckpt": "yes" if config.gradient_checkpointing else "no",
         "dtype": dtype,
+        "threads": result["torch_threads"],
         "samples/s": result["samples"] / result["wall"],
         "tokens/s": result["tokens"] / result["wall"],
         "s/step": result["wall"] / max(1, result["steps"]),
         "peak MiB": result["memory"]["peak_mib"],
+        "added MiB": result["memory"]["peak_mib"] - result["memory"]["start_mib"],
     }
     if eager is not None:
         row["vs eager"] = eager["wall"] / result["wall"]
@@ -208,7 +246,9 @@ def _row(config: TrainConfig, result: dict, eager: dict | None, dtype: str) -> d
 def _targets(results: dict) -> list[str]:
     eager, sdpa = results.get("eager"), results.get("sdpa")
     if eager is None or sdpa is None:
-        return ["- Target (sdpa step >= 1.5x eager, lower peak memory): not measured (needs the eager and sdpa configs)"]
+        return [
+            "- Target (sdpa step >= 1.5x eager, lower peak memory): not measured (needs the eager and sdpa configs)"
+        ]
     speedup = eager["wall"] / sdpa["wall"]
     eager_mib, sdpa_mib = eager["memory"]["peak_mib"], sdpa["memory"]["peak_mib"]
     met = speedup >= TARGET_SPEEDUP and sdpa_mib < eager_mib

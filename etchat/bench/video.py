@@ -46,7 +46,12 @@ def run_config(config: dict) -> dict:
         clips = [load_video(v, fps=1.0, backend="auto").frames for v in videos]
         start = time.perf_counter()
         frames = sum(transform(c).size(0) for c in clips)
-        return {"wall": time.perf_counter() - start, "frames": frames, "decoded": None, "threads": torch.get_num_threads()}
+        return {
+            "wall": time.perf_counter() - start,
+            "frames": frames,
+            "decoded": None,
+            "threads": torch.get_num_threads(),
+        }
     load_video(videos[0], backend=config["backend"], num_threads=config["num_threads"])  # warm-up: codec init
     start = time.perf_counter()
     frames = decoded = 0
@@ -59,14 +64,14 @@ def run_config(config: dict) -> dict:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--videos", type=int, default=4, help="number of videos to read")
-    parser.add_argument("--seconds", type=int, default=150, help="length of each video")
+    parser.add_argument("--seconds", type=int, default=150, help="length of the first video (the next are 1 s longer)")
     parser.add_argument("--threads", type=int, help="the N of 1 vs N decoding threads (default: the CPU count)")
 
 
 def run(args, run_one) -> str:
     size = args.video_size
-    # Lengths around --seconds so the videos differ; all are cached by length.
-    shapes = [SampleShape(i, max(1, args.seconds + 10 * (i - args.videos // 2)), 0, 0, []) for i in range(args.videos)]
+    # Lengths --seconds, --seconds + 1, ... so the videos differ (they are cached by length).
+    shapes = [SampleShape(i, args.seconds + i, 0, 0, []) for i in range(args.videos)]
     ensure_videos(shapes, args.video_dir, args.video_fps, size)
     threads = args.threads or os.cpu_count() or 1
     configs = default_configs(threads)

@@ -59,9 +59,7 @@ def draw_shapes(
     for index in range(num_samples):
         num_frames = rng.randint(*frames)
         src = sorted(float(rng.randrange(num_frames)) for _ in range(2)) if rng.random() < src_fraction else []
-        shapes.append(
-            SampleShape(index, num_frames, rng.randint(*prompt_tokens), rng.randint(*answer_tokens), src)
-        )
+        shapes.append(SampleShape(index, num_frames, rng.randint(*prompt_tokens), rng.randint(*answer_tokens), src))
     return shapes
 
 

@@ -172,9 +172,9 @@ class ETChatMetaForCausalLM:
         """
         queries = queries if queries is not None else [""] * len(videos)
         tags = tags if tags is not None else [None] * len(videos)
-        pixels = torch.cat([v.to(self.device) for v in videos])
         with torch.no_grad():
-            features = self.model.vision_tower(pixels, vision_chunk_size)
+            # Video by video: concatenating the pixels first would copy every frame once more.
+            features = torch.cat([self.model.vision_tower(v.to(self.device), vision_chunk_size) for v in videos])
         frame_rows, instructions, sizes, offset = [], [], [], 0
         for video, query, tag in zip(videos, queries, tags):
             rows = torch.arange(offset, offset + video.size(0), device=features.device)
