@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
-from etchat.model.configuration import NUM_QUERY_TOKENS
 from etchat.model.eva_vit import EVAVisionTransformer
 from etchat.model.qformer import QFormer, hf_to_published_key
 from etchat.tiny_tokenizer import build_tiny_tokenizer
@@ -135,28 +134,76 @@ def write_tiny_base(out_dir: str, geometry: TinyGeometry | None = None, corpus=N
     return spec
 
 
+PRESETS = {
+    "test": TinyGeometry(),
+    # A little more room for the quickstart's model to learn grounding in minutes.
+    "quickstart": TinyGeometry(llm_hidden=128, llm_layers=4, llm_heads=4, llm_intermediate=256, tokenizer_vocab=400),
+}
+NEW_AT_STAGE_1 = ("qformer_proj", "qformer_q_proj", "qformer_k_proj", "qformer_v_proj", "frm_head", "vid_head")
+
+
+def training_args(spec: dict) -> list[str]:
+    """The train.py flags that select this tiny geometry (JSON without spaces, so shells can pass it unquoted)."""
+    return [
+        "--vision_config",
+        json.dumps(spec["vision_config"], separators=(",", ":")),
+        "--qformer_config",
+        json.dumps(spec["qformer_config"], separators=(",", ":")),
+        "--num_query_tokens",
+        str(spec["num_query_tokens"]),
+    ]
+
+
+def build_untrained(spec: dict, **overrides):
+    """E.T. Chat assembled from tiny base weights with fresh projector and heads, as stage 1 starts from the
+    published weights; `<vid>` added. Returns (model in eval mode, tokenizer)."""
+    from etchat.model.loading import add_match_token, load_etchat
+
+    fields = ("pretrain_vision_tower", "pretrain_qformer", "vision_config", "qformer_config", "num_query_tokens")
+    kwargs = {k: spec[k] for k in fields}
+    kwargs.update(use_matching=True, bi_attention=True, **overrides)
+    model, tokenizer = load_etchat(
+        spec["model_name_or_path"], language_model="phi3", new_modules=NEW_AT_STAGE_1, **kwargs
+    )
+    add_match_token(model, tokenizer)
+    return model.eval(), tokenizer
+
+
+def save_untrained(spec: dict, out_dir: str, seed: int = 0) -> None:
+    """The untrained baseline of the quickstart, saved as a full checkpoint."""
+    from etchat.model.loading import save_etchat
+
+    torch.manual_seed(seed)
+    save_etchat(*build_untrained(spec), out_dir)
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write tiny E.T. Chat base weights in the published formats.")
-    parser.add_argument("out_dir")
+    parser = argparse.ArgumentParser(
+        description="Write tiny E.T. Chat base weights in the published formats (for tests and the quickstart)."
+    )
+    parser.add_argument("out_dir", help="folder for the base weights (or an existing one, with the options below)")
     parser.add_argument("--corpus", help="JSON list of texts to train the tiny tokenizer on")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--llm_hidden", type=int, default=TinyGeometry.llm_hidden)
-    parser.add_argument("--llm_layers", type=int, default=TinyGeometry.llm_layers)
-    parser.add_argument("--tokenizer_vocab", type=int, default=TinyGeometry.tokenizer_vocab)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="test", help="toy geometry")
+    parser.add_argument("--print_args", action="store_true", help="print the train.py flags of an existing base")
+    parser.add_argument("--save_untrained", metavar="DIR", help="save an untrained E.T. Chat built from the base")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.print_args or args.save_untrained:
+        with open(os.path.join(args.out_dir, "tiny.json")) as f:
+            spec = json.load(f)
+        if args.print_args:
+            print(" ".join(training_args(spec)))
+        if args.save_untrained:
+            save_untrained(spec, args.save_untrained)
+        return
     corpus = None
     if args.corpus:
         with open(args.corpus) as f:
             corpus = json.load(f)
-    geometry = TinyGeometry(
-        llm_hidden=args.llm_hidden, llm_layers=args.llm_layers, tokenizer_vocab=args.tokenizer_vocab
-    )
-    spec = write_tiny_base(args.out_dir, geometry, corpus, args.seed)
-    logger.info("tiny base written to %s (%s)", args.out_dir, ", ".join(k for k in spec if k != "geometry"))
+    write_tiny_base(args.out_dir, PRESETS[args.preset], corpus, args.seed)
+    logger.info("tiny base written to %s", args.out_dir)
 
-
-assert NUM_QUERY_TOKENS == 32  # the published geometry; the tiny one overrides it
 
 if __name__ == "__main__":
     main()

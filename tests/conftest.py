@@ -5,8 +5,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-NEW_AT_STAGE_1 = ("qformer_proj", "qformer_q_proj", "qformer_k_proj", "qformer_v_proj", "frm_head", "vid_head")
-
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
@@ -18,17 +16,9 @@ def tiny_base(tmp_path_factory):
 
 def build_tiny_etchat(spec, **overrides):
     """An E.T. Chat model started from tiny base weights, as stage 1 starts from the published ones."""
-    from etchat.model.loading import add_match_token, load_etchat
+    from etchat.tiny import build_untrained
 
-    fields = ("pretrain_vision_tower", "pretrain_qformer", "vision_config", "qformer_config", "num_query_tokens")
-    kwargs = {k: spec[k] for k in fields}
-    kwargs.update(use_matching=True, bi_attention=True)
-    kwargs.update(overrides)
-    model, tokenizer = load_etchat(
-        spec["model_name_or_path"], language_model="phi3", new_modules=NEW_AT_STAGE_1, **kwargs
-    )
-    add_match_token(model, tokenizer)
-    return model.eval(), tokenizer
+    return build_untrained(spec, **overrides)
 
 
 @pytest.fixture(scope="session")

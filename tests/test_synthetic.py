@@ -64,7 +64,7 @@ def grounding_queries(out):
             queries.append((sample["video"], colour, *sample["tgt"]))
     for sample in load(out, "annotations/vid/etbench_tvg_synthetic.json"):
         colour = pattern.search(sample["q"]).group(1)
-        queries.append((sample["video"], colour, *sample["tgt"][0]))
+        queries.append((sample["video"], colour, *sample["tgt"]))  # E.T. Bench's tvg tgt is one flat [s, e]
     return queries
 
 
@@ -173,9 +173,11 @@ def test_benchmark_annotations(dataset):
             last = s["duration"] - 1
             if task in ("tvg", "tal", "dvc"):
                 assert "<start time> - <end time>" in s["q"]
+            if task in ("tal", "dvc"):
                 assert all(0 <= a < b <= last for a, b in s["tgt"])
-            if task == "tvg":
-                assert len(s["tgt"]) == 1
+            if task == "tvg":  # one flat [start, end], as the official scorer reads it
+                start, end = s["tgt"]
+                assert 0 <= start < end <= last
             if task == "dvc":
                 assert len(s["g"]) == len(s["tgt"]) and all(len(c) > 5 for c in s["g"])
             if task == "vhd":

@@ -403,7 +403,7 @@ def _tvg_items(spec: VideoSpec, rng) -> list[TaskItem]:
         )
         answer = f"The {event.name} appears in <vid> - <vid>."
         items.append(
-            TaskItem("tvg", question, answer, [], [event.start, event.end], {"tgt": [[event.start, event.end]]})
+            TaskItem("tvg", question, answer, [], [event.start, event.end], {"tgt": [event.start, event.end]})
         )
     return items
 

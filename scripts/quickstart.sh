@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# E.T. Chat end to end on a CPU, no downloads: synthetic videos -> tiny base weights in the real formats ->
+# train_stage_1/2/3.sh -> inference.sh -> compute_metrics.py, plus the untrained model and a random-span baseline.
+#
+# Usage: bash scripts/quickstart.sh
+# Environment (defaults in brackets):
+#   QS_DIR        where everything goes [work_dirs/quickstart]
+#   QS_SEED       data and model seed [0]
+#   QS_TRAIN_VIDEOS / QS_TEST_VIDEOS / QS_IMAGES   synthetic data sizes [300 / 60 / 200]
+#   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 3]
+#   QS_THREADS    torch threads per process [all cores]
+# Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
+# resumes from its newest checkpoint).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck disable=SC1091
+. "$ROOT/scripts/setup_env.sh"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export SKIP_SETUP=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-}"   # the quickstart is a CPU job
+export OMP_NUM_THREADS="${QS_THREADS:-$(nproc)}"
+
+QS_DIR="${QS_DIR:-work_dirs/quickstart}"
+SEED="${QS_SEED:-0}"
+DATA="$QS_DIR/data"
+BASE="$QS_DIR/base"
+START=$(date +%s)
+
+step() { printf '\n\033[1m[quickstart %4ds] %s\033[0m\n' "$(( $(date +%s) - START ))" "$*"; }
+
+step "1/6 synthetic data -> $DATA"
+python -m etchat.data.synthetic --out "$DATA" --seed "$SEED" \
+    --num_train_videos "${QS_TRAIN_VIDEOS:-300}" --num_test_videos "${QS_TEST_VIDEOS:-60}" \
+    --num_images "${QS_IMAGES:-200}"
+
+step "2/6 tiny base weights (Phi-3 folder, eva_vit_g.pth, instruct_blip .pth) -> $BASE"
+if [ ! -f "$BASE/tiny.json" ]; then
+    python -c "import json, sys; from etchat.data.synthetic import corpus_texts; json.dump(corpus_texts(sys.argv[1]), open(sys.argv[2], 'w'))" \
+        "$DATA" "$QS_DIR/corpus.json"
+    python -m etchat.tiny "$BASE" --corpus "$QS_DIR/corpus.json" --seed "$SEED" --preset quickstart
+fi
+TINY_ARGS=$(python -m etchat.tiny "$BASE" --print_args)
+
+# Tiny-model settings shared by the three stages: single CPU process without DeepSpeed, small batches, a learning
+# rate and tuning mode a toy model learns with in minutes (the published ones are for Phi-3-mini on 8 GPUs).
+export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none PRECISION=fp32 NUM_WORKERS=2 PER_DEVICE_BATCH=8 GLOBAL_BATCH=8
+COMMON="--report_to none --logging_steps 20 --save_steps 200 --save_total_limit 1 --gradient_checkpointing False --seed $SEED"
+
+done_stage() { [ -f "$1/config.json" ] && [ -f "$1/model.safetensors" ]; }
+
+step "3/6 stage 1: captions, projector only"
+if ! done_stage "$QS_DIR/stage-1"; then
+    MODEL_PATH="$BASE/Phi-3-mini-4k-instruct" VISION_TOWER_PATH="$BASE/eva_vit_g.pth" \
+    QFORMER_PATH="$BASE/instruct_blip_vicuna7b_trimmed.pth" ANNO_PATH="$DATA/stage1.json" IMAGE_PATH="$DATA" \
+    VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-1" \
+    EXTRA_ARGS="$TINY_ARGS $COMMON --num_train_epochs ${QS_STAGE1_EPOCHS:-1} --learning_rate 2e-3" \
+        bash scripts/train_stage_1.sh
+fi
+
+step "4/6 stage 2: QA, Q-Former + LLM"
+if ! done_stage "$QS_DIR/stage-2"; then
+    ANNO_PATH="$DATA/stage2.json" IMAGE_PATH="$DATA" VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-2" \
+    EXTRA_ARGS="$COMMON --num_train_epochs ${QS_STAGE2_EPOCHS:-1} --learning_rate 1e-3 --lora_enable False --tuning_mode llm --group_by_modality False" \
+        bash scripts/train_stage_2.sh "$QS_DIR/stage-1"
+fi
+
+step "5/6 stage 3: <vid> matching on ET-Instruct-style samples"
+if ! done_stage "$QS_DIR/stage-3"; then
+    ANNO_PATH="$DATA/stage3.json" VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-3" \
+    EXTRA_ARGS="$COMMON --num_train_epochs ${QS_STAGE3_EPOCHS:-3} --learning_rate 2e-3 --lora_enable False --tuning_mode llm" \
+        bash scripts/train_stage_3.sh "$QS_DIR/stage-2"
+fi
+
+step "6/6 inference on the test split and scoring (trained model, untrained model, random spans)"
+INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96 --save_sims --plot 6)
+ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/stage-3" "${INFER_ARGS[@]}"
+if [ ! -f "$QS_DIR/untrained/config.json" ]; then
+    python -m etchat.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
+fi
+ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/untrained" "${INFER_ARGS[@]}"
+python -m etchat.eval.baselines random_spans "$DATA/annotations/vid" "$QS_DIR/random/etbench" --seed "$SEED"
+python compute_metrics.py "$QS_DIR/random/etbench" > /dev/null
+
+step "summary"
+python -m etchat.eval.baselines summary \
+    trained="$QS_DIR/stage-3/etbench" untrained="$QS_DIR/untrained/etbench" random="$QS_DIR/random/etbench"
+echo "Timeline plots of some test samples: $QS_DIR/stage-3/etbench/plots/"
+echo "Total time: $(( $(date +%s) - START )) s"
