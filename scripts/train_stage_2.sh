@@ -43,7 +43,10 @@ if [ "${SKIP_SETUP:-0}" != "1" ]; then
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-NUM_GPUS=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+NUM_GPUS=0
+if [ -z "${NPROC_PER_NODE:-}" ] || [ -z "${PRECISION:-}" ]; then
+    NUM_GPUS=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+fi
 NPROC_PER_NODE=${NPROC_PER_NODE:-$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))}
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}

@@ -69,10 +69,11 @@ def test_video_prints_table_and_appends_section(tmp_path, capsys):
     main(argv + _common(tmp_path, output))
 
     printed = capsys.readouterr().out
-    for reader in ("decord-1", "decord-2", "pyav-1", "pyav-2", "transform"):
+    for reader in ("decord-1", "decord-2", "pyav-1", "pyav-2", "transform", "transform-proposed"):
         assert f"| {reader} " in printed
     # Videos of 3 and 4 s at 3 fps read at 1 fps: 3 + 4 frames.
-    assert "| decord-1  | 1       | 7 " in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| decord-1 "))
+    assert [cell.strip() for cell in row.split("|")[2:4]] == ["1", "7"]
     assert "## video: tiny geometry on cpu" in output.read_text()
 
 
@@ -179,3 +180,34 @@ def test_format_table():
     table = format_table(["a", "bb"], [{"a": 1.234, "bb": "x"}, {"a": 123.4}])
     assert table.splitlines() == ["| a    | bb |", "|------|----|", "| 1.23 | x  |", "| 123  | -  |"]
     assert not math.isnan(0.0)
+
+
+def test_proposed_encoding_gives_the_frame_tokens_of_encode_videos():
+    from etchat.bench.models import build_model
+    from etchat.bench.proposals import encode_videos_per_video
+
+    model, _ = build_model("tiny", "sdpa", "fp32", "cpu")
+    generator = torch.Generator().manual_seed(0)
+    videos = [torch.randn(frames, 3, 224, 224, generator=generator) for frames in (5, 11)]
+    queries = ["short question", "a much longer question about when the red circle appears in the video"]
+    expected = model.encode_videos(videos, queries, vision_chunk_size=4)
+    # Chunks of 4 split both videos unevenly; each video's instruction is padded to itself only.
+    actual = encode_videos_per_video(model, videos, queries, vision_chunk_size=4)
+    assert [a.shape for a in actual] == [(5, 64), (11, 64)]
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_proposed_transform_matches_clip_center_224():
+    from etchat.bench.proposals import CenterCropNormalize
+    from etchat.data.transforms import build_transform
+
+    reference = build_transform("clip_center_224", inference=True)
+    fast = CenterCropNormalize(224)
+    frames = torch.randint(0, 256, (2, 224, 301, 3), dtype=torch.uint8)
+    torch.testing.assert_close(fast(frames), reference(frames), rtol=0, atol=1e-5)
+    # Hand check of one pixel: (v / 255 - mean) / std on the red channel, column offset int((301 - 224) / 2) = 38.
+    value = int(frames[0, 0, 38, 0])
+    assert float(fast(frames)[0, 0, 0, 0]) == pytest.approx((value / 255 - 0.48145466) / 0.26862954, abs=1e-5)
+    small = torch.randint(0, 256, (1, 100, 150, 3), dtype=torch.uint8)  # needs a resize: the project's transform
+    torch.testing.assert_close(fast(small), reference(small))

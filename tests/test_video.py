@@ -269,3 +269,12 @@ def test_transform_errors():
             build_transform(name)
     with pytest.raises(ValueError, match="uint8"):
         build_transform("clip_center_224")(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("shape", [(2, 224, 300, 3), (2, 401, 224, 3), (1, 224, 224, 3)])
+def test_center_transform_fast_path_equals_resize_then_crop(shape):
+    from etchat.data.transforms import center_crop, normalize, resize_short_side, to_float_clip
+
+    frames = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = normalize(center_crop(resize_short_side(to_float_clip(frames), 224), 224))
+    assert torch.equal(build_transform("clip_center_224", inference=True)(frames), expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import torch
@@ -66,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_note() -> str:
+    """A warning when other work shared the machine while the scenario ran."""
+    if not hasattr(os, "getloadavg"):
+        return ""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return f"\n- The machine was busy: load average {load:.1f} on {cores} cores at the end of the run; noisy timings."
+
+
 def run_scenario(name: str, args, argv) -> str:
     module = SCENARIOS[name][0]
     machine = machine_info(args.device)
@@ -74,6 +85,7 @@ def run_scenario(name: str, args, argv) -> str:
         return run_in_process(target, config) if args.in_process else run_isolated(target, config, args.timeout)
 
     body = module.run(args, run_one)
+    body += _load_note()
     if args.note:
         body = f"Note: {args.note}\n\n{body}"
     title = f"{name}: {args.geometry} geometry on {args.device}"
@@ -98,6 +110,8 @@ def main(argv=None) -> None:
         scenario_args = [(name, parser.parse_args([name, *rest]), [name, *rest]) for name in SCENARIOS]
     for name, scenario, scenario_argv in scenario_args:
         scenario.device = scenario.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if scenario.geometry == "full" and scenario.device == "cpu" and name != "video":
+            logger.warning("the full geometry (5B parameters, 20 GB in fp32) on CPU is very slow; it is meant for GPUs")
         run_scenario(name, scenario, scenario_argv)
 
 

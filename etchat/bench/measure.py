@@ -48,12 +48,6 @@ def peak_rss_mib() -> float:
     return maxrss / MIB if sys.platform == "darwin" else maxrss / 1024
 
 
-def children_peak_rss_mib() -> float:
-    """Largest peak RSS of this process's finished children (e.g. DataLoader workers), 0 when there were none."""
-    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return maxrss / MIB if sys.platform == "darwin" else maxrss / 1024
-
-
 def reset_peak_rss() -> bool:
     """Reset VmHWM to the current RSS; False where the kernel does not allow it (the peak then covers the process)."""
     try:
@@ -135,30 +129,37 @@ def attach_stage_timers(model, timer: StageTimer) -> list:
     handles = [
         model.register_forward_pre_hook(before, with_kwargs=True),
         model.register_forward_hook(after, with_kwargs=True),
-        _wrap_method(model, "encode_videos", "encode", timer),
-        _wrap_method(model.model, "compress_frames", "compressor", timer),
+        wrap_method(model, "encode_videos", "encode", timer),
+        wrap_method(model.model, "compress_frames", "compressor", timer),
     ]
     return handles
 
 
-def _wrap_method(obj, method: str, stage: str, timer: StageTimer):
+def wrap_method(obj, method: str, stage: str, timer: StageTimer):
     """Time `obj.method` calls as `stage` by shadowing the method on this instance only."""
     function = getattr(obj, method)
+    restore = _Restore(obj, method)
 
     def timed(*args, **kwargs):
         with timer.stage(stage):
             return function(*args, **kwargs)
 
     setattr(obj, method, timed)
-    return _Restore(obj, method)
+    return restore
 
 
 class _Restore:
+    """Undo an instance-level shadowing: put back what the instance held before, or fall back to the class's."""
+
     def __init__(self, obj, attribute: str):
         self.obj, self.attribute = obj, attribute
+        self.previous = obj.__dict__.get(attribute)
 
     def remove(self) -> None:
-        delattr(self.obj, self.attribute)
+        if self.previous is not None:
+            setattr(self.obj, self.attribute, self.previous)
+        else:
+            delattr(self.obj, self.attribute)
 
 
 def detach_stage_timers(handles: list) -> None:

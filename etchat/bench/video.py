@@ -11,8 +11,13 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+
+from etchat.bench.proposals import CenterCropNormalize
 from etchat.bench.report import format_table
 from etchat.bench.workload import SampleShape, ensure_videos
+from etchat.data.transforms import build_transform
+from etchat.data.video import load_video
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +36,17 @@ def default_configs(num_threads: int) -> list[VideoConfig]:
         if num_threads > 1:
             configs.append(VideoConfig(f"{backend}-{num_threads}", backend, num_threads))
     configs.append(VideoConfig("transform", "transform", 0))
+    configs.append(VideoConfig("transform-proposed", "transform-proposed", 0))
     return configs
 
 
 def run_config(config: dict) -> dict:
-    import torch
-
-    from etchat.data.transforms import build_transform
-    from etchat.data.video import load_video
-
     videos = config["videos"]
-    if config["backend"] == "transform":
-        transform = build_transform("clip_center_224", inference=True)
+    if config["backend"].startswith("transform"):
+        if config["backend"] == "transform":
+            transform = build_transform("clip_center_224", inference=True)
+        else:
+            transform = CenterCropNormalize(224)
         clips = [load_video(v, fps=1.0, backend="auto").frames for v in videos]
         start = time.perf_counter()
         frames = sum(transform(c).size(0) for c in clips)
@@ -101,7 +105,8 @@ def run(args, run_one) -> str:
     lines = [
         f"Workload: {len(shapes)} H.264 videos of {min(s.num_frames for s in shapes)}-"
         f"{max(s.num_frames for s in shapes)} s at {args.video_fps:g} fps, short side {size} px, read at 1 fps. "
-        "'transform' is clip_center_224 (resize, crop, normalise) on the decoded frames, in torch's threads.",
+        "'transform' is clip_center_224 (resize, crop, normalise) on the decoded frames, in torch's threads; "
+        "'transform-proposed' is etchat.bench.proposals.CenterCropNormalize (same values).",
         "",
         format_table(columns, rows),
     ]

@@ -107,6 +107,12 @@ class ClipTransform:
         self.scale = scale
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.random_crop and frames.dim() == 4 and min(frames.shape[1:3]) == self.size:
+            # Short side already at size (e.g. videos compressed to 224 px): the resize is the identity, so crop the
+            # uint8 frames before converting; same values, a fraction of the float work.
+            height, width = frames.shape[1:3]
+            top, left = int((height - self.size) / 2), int((width - self.size) / 2)
+            frames = frames[:, top : top + self.size, left : left + self.size]
         clip = resize_short_side(to_float_clip(frames), self.size)
         if self.random_crop:
             clip = random_resized_crop(clip, self.size, self.scale, generator)

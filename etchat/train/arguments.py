@@ -41,8 +41,10 @@ class ModelArguments:
     alpha: float = field(default=2.0, metadata={"help": "base of the soft matching target alpha^-|i-t|"})
     vision_config: str | None = field(
         default=None,
-        metadata={"help": "EVA-ViT geometry override for small models: a JSON object, or a JSON file holding it "
-                  "(or holding it under the key 'vision_config', like etchat.tiny's tiny.json)"},
+        metadata={
+            "help": "EVA-ViT geometry override for small models: a JSON object, or a JSON file holding it "
+            "(or holding it under the key 'vision_config', like etchat.tiny's tiny.json)"
+        },
     )
     qformer_config: str | None = field(
         default=None, metadata={"help": "Q-Former geometry override, same forms as --vision_config"}
@@ -51,7 +53,9 @@ class ModelArguments:
 
     def __post_init__(self):
         if self.vision_tower not in VISION_TOWER_NAMES:
-            raise ValueError(f"--vision_tower {self.vision_tower!r} is not supported, use one of {list(VISION_TOWER_NAMES)}")
+            raise ValueError(
+                f"--vision_tower {self.vision_tower!r} is not supported, use one of {list(VISION_TOWER_NAMES)}"
+            )
 
 
 @dataclass
@@ -134,8 +138,9 @@ def parse_json_arg(value: str | None, key: str) -> dict | None:
     return data
 
 
-def dataset_options(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments,
-                    conv_type: str) -> DatasetOptions:
+def dataset_options(
+    data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments, conv_type: str
+) -> DatasetOptions:
     """The data module's options from the training command line."""
     if not data_args.anno_path:
         raise ValueError("--anno_path is required")

@@ -1,4 +1,4 @@
-"""Train one stage of E.T. Chat (SPEC 6): `torchrun ... -m etchat.train.train --model_name_or_path ... --tuning_mode ...`.
+"""Train one stage of E.T. Chat (SPEC 6): `torchrun ... -m etchat.train.train --model_name_or_path ... ...`.
 
 Stage 1 starts from a plain LLM folder (`--language_model phi3`) plus `--pretrain_vision_tower` / `--pretrain_qformer`;
 stages 2 and 3 start from the previous stage's output. A run resumes from the newest complete `checkpoint-*` in
@@ -29,12 +29,7 @@ from etchat.train.arguments import (
     dataset_options,
     parse_json_arg,
 )
-from etchat.train.trainer import (
-    ETChatTrainer,
-    find_last_checkpoint,
-    lora_target_modules,
-    select_trainable_parameters,
-)
+from etchat.train.trainer import ETChatTrainer, find_last_checkpoint, select_trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -169,23 +164,30 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments):
 
     model.requires_grad_(False)
     if training_args.lora_enable:
-        from peft import LoraConfig, get_peft_model
-
-        targets = lora_target_modules(model.config.language_model)
-        logger.info("LoRA on %s (r=%d, alpha=%d)", targets, training_args.lora_r, training_args.lora_alpha)
-        # No task type: the generic PeftModel passes the batch's extra keys (images, queries, ...) through as they
-        # are, where PeftModelForCausalLM would add inputs_embeds=None and clash with the model's own.
-        lora_config = LoraConfig(
-            r=training_args.lora_r,
-            lora_alpha=training_args.lora_alpha,
-            lora_dropout=training_args.lora_dropout,
-            bias=training_args.lora_bias,
-            target_modules=targets,
-        )
-        model = get_peft_model(model, lora_config)
+        model = add_training_lora(model, training_args)
     trainable = select_trainable_parameters(model, training_args.tuning_mode, model_args.use_matching)
     log_trainable(model, trainable)
     return model, tokenizer
+
+
+def add_training_lora(model, training_args: TrainingArguments):
+    """LoRA on the decoder's attention projections (etchat.model.lora), wrapped in peft's generic PeftModel."""
+    from peft import get_peft_model
+
+    from etchat.model.lora import lora_config
+
+    config = lora_config(
+        model.config.language_model,
+        r=training_args.lora_r,
+        alpha=training_args.lora_alpha,
+        dropout=training_args.lora_dropout,
+        bias=training_args.lora_bias,
+    )
+    # No task type: the generic PeftModel passes the batch's extra keys (images, queries, ...) through as they are,
+    # where PeftModelForCausalLM adds inputs_embeds=None, which clashes with the embeddings the model builds itself.
+    config.task_type = None
+    logger.info("LoRA on %s (r=%d, alpha=%d)", config.target_modules, config.r, config.lora_alpha)
+    return get_peft_model(model, config)
 
 
 def log_trainable(model: torch.nn.Module, trainable: list[str]) -> None:

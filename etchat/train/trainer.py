@@ -70,15 +70,6 @@ def select_trainable_parameters(model: torch.nn.Module, tuning_mode: str, use_ma
     return [name for name, param in model.named_parameters() if param.requires_grad]
 
 
-def lora_target_modules(language_model: str) -> list[str]:
-    """The LLM's attention projections, which LoRA adapts."""
-    if language_model == "phi3":
-        return ["qkv_proj", "o_proj"]
-    if language_model in ("qwen2", "llama"):
-        return ["q_proj", "k_proj", "v_proj", "o_proj"]
-    raise ValueError(f"no LoRA targets known for language model {language_model!r}")
-
-
 def optimizer_param_groups(
     model: torch.nn.Module, decay_names: set[str] | list[str], weight_decay: float, lora_lr: float | None = None
 ) -> list[dict]:
