@@ -28,6 +28,10 @@ def gpt(text):
     return {"from": "gpt", "value": text}
 
 
+def trained_text(out, tokenizer):
+    return tokenizer.decode([t for t in out["labels"].tolist() if t != IGNORE_INDEX])
+
+
 def reply_spans(prompt, answers, opener="<|assistant|>\n", closer="<|end|>"):
     """Character spans of each answer plus the closer that follows it, found in the written-out prompt."""
     spans, pos = [], 0
@@ -148,24 +152,86 @@ def test_phi3_single_turn_text_only_masking(tokenizer):
     assert tokenizer.decode(trained) == answer + "<|end|>"
 
 
+class ScriptedEnds:
+    """Stands in for the random generator: answers `randint` with the given ends in turn (0 before, 1 after)."""
+
+    def __init__(self, ends):
+        self.ends = iter(ends)
+
+    def randint(self, a, b):
+        return next(self.ends)
+
+
 def test_phi3_multi_turn_video_masking(tokenizer):
     turns = ["Describe the video.", "A blue square moves to the left.", "And then?", "A green triangle appears."]
     conversations = [human("<image>\n" + turns[0]), gpt(turns[1]), human(turns[2]), gpt(turns[3])]
-    out = preprocess(conversations, tokenizer, "phi3", has_video=True)
+    out = preprocess(conversations, tokenizer, "phi3", has_video=True, rng=ScriptedEnds([1]))
 
+    # The second user turn shows the video too: its placeholder goes after the text (scripted end 1).
     prompt = (
         PHI3_SYSTEM + f"\n<|user|>\n<image>\n{turns[0]}<|end|>\n<|assistant|>\n{turns[1]}<|end|>"
-        f"\n<|user|>\n{turns[2]}<|end|>\n<|assistant|>\n{turns[3]}<|end|>"
+        f"\n<|user|>\n{turns[2]}\n<image><|end|>\n<|assistant|>\n{turns[3]}<|end|>"
     )
     ids, labels = expected_ids_and_labels(prompt, reply_spans(prompt, [turns[1], turns[3]]), tokenizer)
     assert out["input_ids"].tolist() == ids
     assert out["labels"].tolist() == labels
-    assert out["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 1
+    assert out["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 2
     assert VIDEO_TOKEN_INDEX not in out["labels"].tolist()
+    assert out["query"] == [turns[0], turns[2]]
     end_id = tokenizer.convert_tokens_to_ids("<|end|>")
     # Of the five <|end|> tokens, only the two closing the answers are trained.
     assert out["input_ids"].tolist().count(end_id) == 5
     assert out["labels"].tolist().count(end_id) == 2
+    assert trained_text(out, tokenizer) == turns[1] + "<|end|>" + turns[3] + "<|end|>"
+
+
+def test_every_user_turn_gets_the_video_and_its_query(tokenizer):
+    questions = ["What is first?", "Where does it go?", "When does it stop?"]
+    answers = ["A red dot.", "To the top.", "At the end."]
+    conversations = [
+        human(questions[0]),
+        gpt(answers[0]),
+        human("  " + questions[1] + " <image> "),  # a placeholder already there is kept where it is
+        gpt(answers[1]),
+        human(questions[2]),
+        gpt(answers[2]),
+    ]
+    out = preprocess(conversations, tokenizer, "phi3", has_video=True, rng=ScriptedEnds([0, 1]))
+
+    prompt = (
+        PHI3_SYSTEM + f"\n<|user|>\n<image>\n{questions[0]}<|end|>\n<|assistant|>\n{answers[0]}<|end|>"
+        f"\n<|user|>\n{questions[1]} <image><|end|>\n<|assistant|>\n{answers[1]}<|end|>"
+        f"\n<|user|>\n{questions[2]}\n<image><|end|>\n<|assistant|>\n{answers[2]}<|end|>"
+    )
+    ids, labels = expected_ids_and_labels(prompt, reply_spans(prompt, answers), tokenizer)
+    assert out["input_ids"].tolist() == ids
+    assert out["labels"].tolist() == labels
+    assert out["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 3
+    assert out["query"] == questions
+    assert trained_text(out, tokenizer) == "".join(a + "<|end|>" for a in answers)
+
+
+def test_gather_conv_query_shows_the_video_once(tokenizer):
+    conversations = [human("What is first?"), gpt("A red dot."), human("Then?"), gpt("It moves.")]
+    out = preprocess(conversations, tokenizer, "phi3", True, rng=ScriptedEnds([1]), gather_conv_query=True)
+    prompt = (
+        PHI3_SYSTEM + "\n<|user|>\nWhat is first?\n<image><|end|>\n<|assistant|>\nA red dot.<|end|>"
+        "\n<|user|>\nThen?<|end|>\n<|assistant|>\nIt moves.<|end|>"
+    )
+    ids, labels = expected_ids_and_labels(prompt, reply_spans(prompt, ["A red dot.", "It moves."]), tokenizer)
+    assert out["input_ids"].tolist() == ids and out["labels"].tolist() == labels
+    assert out["query"] == "What is first? Then?"
+
+    single = preprocess(conversations[:2], tokenizer, "phi3", True, gather_conv_query=True)
+    assert single["query"] == "What is first?"
+
+
+def test_query_of_single_turn_and_text_only_samples(tokenizer):
+    conversations = [human("  What happens?\n<image>"), gpt("A dog jumps.")]
+    assert preprocess(conversations, tokenizer, "phi3", has_video=True)["query"] == "What happens?"
+    text_only = preprocess([human("Hi"), gpt("Hello"), human("Bye"), gpt("Bye")], tokenizer, "phi3", False)
+    assert text_only["query"] == ""
+    assert VIDEO_TOKEN_INDEX not in text_only["input_ids"].tolist()
 
 
 def test_match_tokens_in_the_answer_are_trained(tokenizer):
@@ -197,7 +263,12 @@ def test_same_mask_as_the_original_arithmetic():
     tok = build_tiny_tokenizer()
     # Phi-3's slow tokenizer with add_prefix_space=False (the original's setting) adds no "▁" to a text on its own.
     tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
-    conversations = [human("<image>\nDescribe the video."), gpt("A blue square."), human("Then?"), gpt("The end.")]
+    conversations = [
+        human("<image>\nDescribe the video."),
+        gpt("A blue square."),
+        human("Then?\n<image>"),
+        gpt("The end."),
+    ]
     out = preprocess(conversations, tok, "phi3", has_video=True)
     assert out["labels"].tolist() == _original_phi3_labels(_prompt_of(conversations), tok)
 
@@ -216,6 +287,7 @@ def test_plain_trains_the_caption_only(tokenizer):
     assert out["input_ids"].tolist() == expected_ids
     assert expected_ids[:2] == [tokenizer.bos_token_id, VIDEO_TOKEN_INDEX]
     assert out["labels"].tolist() == [IGNORE_INDEX, IGNORE_INDEX] + expected_ids[2:]
+    assert out["query"] == "Describe it."
 
 
 def test_missing_placeholder_is_inserted_at_either_end(tokenizer):
@@ -238,9 +310,16 @@ def test_placeholder_errors_name_the_sample(tokenizer):
     two = [human("<image> and <image>"), gpt("a")]
     with pytest.raises(ValueError, match="sample 7.*2 <image> placeholders"):
         preprocess(two, tokenizer, "phi3", True, name="sample 7")
+    two_later = [human("q"), gpt("a"), human("<image> and <image>"), gpt("b")]
+    with pytest.raises(ValueError, match="sample 6: message 2 has 2 <image> placeholders"):
+        preprocess(two_later, tokenizer, "phi3", True, name="sample 6")
+    in_answer = [human("q"), gpt("Look: <image>")]
+    with pytest.raises(ValueError, match="sample 5: message 1 is an assistant turn with a <image>"):
+        preprocess(in_answer, tokenizer, "phi3", True, name="sample 5")
     later = [human("<image>\nq"), gpt("a"), human("<image>\nq2"), gpt("b")]
-    with pytest.raises(ValueError, match="sample 8.*message 2"):
-        preprocess(later, tokenizer, "phi3", True, name="sample 8")
+    assert preprocess(later, tokenizer, "phi3", True)["query"] == ["q", "q2"]  # fine without gathering
+    with pytest.raises(ValueError, match="sample 8: message 2 .*gather_conv_query"):
+        preprocess(later, tokenizer, "phi3", True, name="sample 8", gather_conv_query=True)
     with pytest.raises(ValueError, match="sample 9.*no image or video"):
         preprocess([human("<image>\nq"), gpt("a")], tokenizer, "phi3", False, name="sample 9")
     with pytest.raises(ValueError, match="sample 10.*expected 'gpt'"):

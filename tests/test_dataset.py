@@ -16,6 +16,7 @@ from etchat.constants import CLIP_MEAN, CLIP_STD, IGNORE_INDEX, VIDEO_TOKEN_INDE
 from etchat.data.collator import DataCollator
 from etchat.data.dataset import DataArguments, SupervisedDataset
 from etchat.data.sampler import ModalityGroupedSampler, modality_grouped_indices, split_balanced
+from etchat.model.loading import add_match_token, load_etchat
 from etchat.tiny_tokenizer import build_tiny_tokenizer
 
 VIDEO_FPS = 3
@@ -79,6 +80,20 @@ IMAGE_SAMPLE = {
     "conversations": [human("What colour is it?"), gpt("It is red.")],
 }
 TEXT_SAMPLE = {"source": "sharegpt", "conversations": [human("Say hi."), gpt("Hi there.")]}
+MULTI_TURN_QUESTIONS = ["What is shown?", "When is it brightest?"]
+MULTI_TURN_ANSWERS = ["A grey screen getting brighter.", "From <vid> to <vid>."]
+MULTI_TURN_SAMPLE = {
+    "id": "multi-1",
+    "video": "short.mp4",
+    "duration": 3.0,
+    "tgt": [0.0, 2.0],
+    "conversations": [
+        human(MULTI_TURN_QUESTIONS[0]),
+        gpt(MULTI_TURN_ANSWERS[0]),
+        human(MULTI_TURN_QUESTIONS[1]),
+        gpt(MULTI_TURN_ANSWERS[1]),
+    ],
+}
 
 
 def write_annotations(path, samples):
@@ -129,7 +144,21 @@ def test_video_image_and_text_samples(tmp_path, media, tokenizer):
     text = dataset[2]
     assert text["modality"] == "text" and text["image"] is None
     assert VIDEO_TOKEN_INDEX not in text["input_ids"].tolist()
+    assert text["query"] == ""  # no video, no Q-Former instruction
     assert trained_text(text, tokenizer) == "Hi there.<|end|>"
+
+
+def test_multi_turn_video_sample_shows_the_video_every_turn(tmp_path, media, tokenizer):
+    item = make_dataset(tmp_path, media, tokenizer, [MULTI_TURN_SAMPLE])[0]
+    assert item["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 2
+    assert item["query"] == MULTI_TURN_QUESTIONS
+    assert trained_text(item, tokenizer) == "".join(a + "<|end|>" for a in MULTI_TURN_ANSWERS)
+    assert item["tgt"] == [0.0, 2.0]
+
+    gathered = make_dataset(tmp_path, media, tokenizer, [MULTI_TURN_SAMPLE], gather_conv_query=True)[0]
+    assert gathered["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 1
+    assert gathered["query"] == " ".join(MULTI_TURN_QUESTIONS)
+    assert trained_text(gathered, tokenizer) == trained_text(item, tokenizer)
 
 
 def test_plain_template_trains_the_caption(tmp_path, media, tokenizer):
@@ -184,6 +213,13 @@ def test_inconsistent_samples_are_errors_naming_them(tmp_path, media, tokenizer)
     two_placeholders = dict(IMAGE_SAMPLE, conversations=[human("<image> <image>"), gpt("a")])
     with pytest.raises(ValueError, match=r"sample 0 \(id img-1\).*2 <image> placeholders"):
         make_dataset(tmp_path, media, tokenizer, [two_placeholders])
+    in_answer = dict(IMAGE_SAMPLE, conversations=[human("q"), gpt("<image> a")])
+    with pytest.raises(ValueError, match=r"sample 1 \(id img-1\).*message 1 is an assistant turn"):
+        make_dataset(tmp_path, media, tokenizer, [TEXT_SAMPLE, in_answer])
+    later = dict(IMAGE_SAMPLE, conversations=[human("q"), gpt("a"), human("<image>\nq2"), gpt("b")])
+    assert len(make_dataset(tmp_path, media, tokenizer, [later])) == 1
+    with pytest.raises(ValueError, match=r"sample 0 \(id img-1\).*message 2 .*gather_conv_query"):
+        make_dataset(tmp_path, media, tokenizer, [later], gather_conv_query=True)
 
 
 def test_broken_sample_is_retried_with_a_warning(tmp_path, media, tokenizer, caplog):
@@ -221,6 +257,9 @@ def test_data_arguments_parse_from_the_command_line():
         ["--annotation_path", "a.json", "b.json", "--fps", "2", "--max_video_len", "350", "--use_time_tag", "True"]
     )
     assert args.annotation_path == ["a.json", "b.json"]
+    assert args.gather_conv_query is False
+    (gathered,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(["--gather_conv_query", "True"])
+    assert gathered.gather_conv_query is True
     assert args.fps == 2.0 and args.max_video_len == 350 and args.use_time_tag is True
     assert args.max_retries == 10 and args.vision_processor == "clip_center_224" and args.model_max_length == 2048
 
@@ -276,6 +315,35 @@ def test_collator_truncation_keeps_match_times_consistent(tokenizer, caplog):
     assert batch["src"] == [None] and batch["tgt"] == [None]
 
 
+def test_collator_truncation_keeps_queries_consistent(tokenizer):
+    frames = torch.zeros(2, 3, 224, 224)
+    ids = [1, VIDEO_TOKEN_INDEX, 5, 6, VIDEO_TOKEN_INDEX, 7, 8, VIDEO_TOKEN_INDEX, 9]  # placeholders at 1, 4, 7
+    queries = ["first", "second", "third"]
+
+    def collate(max_len):
+        return DataCollator(tokenizer, max_len)([fake_sample(ids, image=frames, query=queries)])
+
+    assert collate(9)["queries"] == [queries]
+    assert collate(7)["queries"] == [["first", "second"]]
+    batch = collate(4)  # one placeholder left: a single query, as for a single-turn sample
+    assert batch["queries"] == ["first"] and batch["has_placeholder"].tolist() == [True]
+    assert batch["images"][0] is frames
+    batch = collate(1)  # all cut: a text-only sample
+    assert batch["queries"] == [""] and batch["has_placeholder"].tolist() == [False]
+    assert batch["images"][0].shape == (1, 3, 224, 224)
+    assert queries == ["first", "second", "third"]  # the sample itself is left as it was
+
+
+def test_collator_rejects_query_placeholder_mismatch(tokenizer):
+    frames = torch.zeros(2, 3, 224, 224)
+    ids = [1, VIDEO_TOKEN_INDEX, 5, VIDEO_TOKEN_INDEX, 6]
+    collator = DataCollator(tokenizer)
+    with pytest.raises(ValueError, match=r"batch sample 1 has 2 <image> placeholders but 3 queries"):
+        collator([fake_sample([1, 2]), fake_sample(ids, image=frames, query=["a", "b", "c"])])
+    with pytest.raises(ValueError, match=r"batch sample 0 has 2 <image> placeholders but 1 queries"):
+        collator([fake_sample(ids, image=frames, query="a")])
+
+
 def test_collator_warns_about_truncation_once(tokenizer, caplog):
     collator = DataCollator(tokenizer, model_max_length=2)
     with caplog.at_level(logging.WARNING, logger="etchat.data.collator"):
@@ -290,6 +358,57 @@ def test_collator_on_dataset_samples(tmp_path, media, tokenizer):
     assert batch["input_ids"].shape[1] == max(dataset[0]["length"], dataset[1]["length"])
     assert [img.shape[0] for img in batch["images"]] == [3, 1]
     assert batch["src"] == [[1.0], None] and batch["tgt"] == [[0.0, 2.0], None]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_base):
+    """A tiny E.T. Chat (matching heads, bi-attention) built from the tiny base weights, with `<vid>` added."""
+    fields = ("pretrain_vision_tower", "pretrain_qformer", "vision_config", "qformer_config", "num_query_tokens")
+    model, tok = load_etchat(
+        tiny_base["model_name_or_path"],
+        language_model="phi3",
+        use_matching=True,
+        bi_attention=True,
+        new_modules=("qformer_proj", "qformer_q_proj", "qformer_k_proj", "qformer_v_proj", "frm_head", "vid_head"),
+        **{k: tiny_base[k] for k in fields},
+    )
+    add_match_token(model, tok)
+    return model.eval(), tok
+
+
+def test_tiny_model_forward_on_a_multi_turn_video_batch(tmp_path, media, tiny_model):
+    model, tok = tiny_model
+    dataset = make_dataset(tmp_path, media, tok, [MULTI_TURN_SAMPLE, TEXT_SAMPLE])
+    batch = DataCollator(tok, 2048)([dataset[0], dataset[1]])
+    assert batch["queries"] == [MULTI_TURN_QUESTIONS, ""]
+    video = batch["images"][0]
+    num_turns, num_frames = len(MULTI_TURN_QUESTIONS), video.size(0)
+    assert num_frames == 3  # short.mp4: 3 s at 1 fps
+
+    with torch.no_grad():
+        frame_tokens = model.encode_videos(batch["images"], batch["queries"], batch["tags"])
+        vid_times = [list(s or []) + list(t or []) for s, t in zip(batch["src"], batch["tgt"])]
+        inputs = model.assemble_inputs(
+            batch["input_ids"], batch["attention_mask"], batch["labels"], frame_tokens, vid_times
+        )
+        alone = [model.encode_videos([video], [question])[0] for question in MULTI_TURN_QUESTIONS]
+
+    # N placeholders of T frames each in the multi-turn sample; none in the text-only one.
+    spans = inputs.frame_spans[0]
+    assert [end - start for start, end in spans] == [num_frames] * num_turns
+    assert int((inputs.block_ids[0] >= 0).sum()) == num_turns * num_frames
+    assert inputs.frame_spans[1] == [] and not (inputs.block_ids[1] >= 0).any()
+    # Placeholder k holds the frames compressed with turn k's question, and the two questions give different tokens.
+    for (start, end), expected in zip(spans, alone):
+        torch.testing.assert_close(inputs.inputs_embeds[0, start:end], expected)
+    assert not torch.allclose(alone[0], alone[1])
+    # Frames add no trained positions: the same labels are trained before and after the frames go in.
+    trained = inputs.labels[0][inputs.labels[0] != IGNORE_INDEX]
+    assert trained.tolist() == [t for t in batch["labels"][0].tolist() if t != IGNORE_INDEX]
+
+    with torch.no_grad():
+        out = model(**{k: v for k, v in batch.items() if k != "has_placeholder"})
+    assert torch.isfinite(out.loss) and torch.isfinite(out.match_loss)
 
 
 # ---- sampler --------------------------------------------------------------------------------------------------

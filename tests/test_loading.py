@@ -194,3 +194,14 @@ def test_trained_weights_of_a_full_checkpoint_are_not_replaced_by_the_base_files
     loaded, _ = load_etchat(str(tmp_path / "trained"))
     saved, again = model.state_dict(), loaded.state_dict()
     assert all(torch.equal(saved[k], again[k]) for k in saved)
+
+
+def test_peft_wrapped_model_trains_through_the_multimodal_forward(tiny_checkpoint):
+    from tests.test_model import batch_with_targets
+
+    model, tokenizer = load_etchat(tiny_checkpoint)
+    peft_model = add_lora(model)  # task type CAUSAL_LM: peft passes inputs_embeds=None through
+    out = peft_model(**batch_with_targets(tokenizer))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert any(p.grad is not None for n, p in peft_model.named_parameters() if "lora_A" in n)

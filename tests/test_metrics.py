@@ -382,8 +382,9 @@ def test_end_to_end_synthetic(tmp_path, monkeypatch, similarity, caption_scorers
     monkeypatch.setattr(cm, "SentenceSimilarity", lambda device: similarity)
     monkeypatch.setattr(cm, "CaptionScorers", lambda similarity: caption_scorers)
     monkeypatch.setattr(caption_scorers, "close", lambda: None)
-    scale = 0.015
-    pred_file = synthetic_predictions.main(["--out", str(tmp_path / "preds.json"), "--scale", str(scale), "--seed", "1"])
+    scale = 0.01
+    out = tmp_path / "preds.json"
+    pred_file = synthetic_predictions.main(["--out", str(out), "--scale", str(scale), "--seed", "1"])
     result = cm.main([str(pred_file)])
 
     log = (tmp_path / "metrics.log").read_text()

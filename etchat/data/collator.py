@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from etchat.constants import IGNORE_INDEX, MATCH_TOKEN, VIDEO_TOKEN_INDEX
+from etchat.constants import IGNORE_INDEX, MATCH_TOKEN, VIDEO_PLACEHOLDER, VIDEO_TOKEN_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +20,16 @@ class DataCollator:
 
     Truncation keeps the ``<vid>`` times consistent: the ``<vid>`` tokens of a sample stand for ``src + tgt`` in order
     (question before answer), so when the cut removes ``<vid>`` tokens, the times of the removed ones (the last
-    entries: ``tgt`` first, then ``src``) are dropped too. A sample whose placeholder is cut loses its frames: it is
-    treated like a text-only sample and its ``src``/``tgt``/``tag`` become None.
+    entries: ``tgt`` first, then ``src``) are dropped too. Likewise a multi-turn sample keeps the queries of the
+    placeholders left (one left: its query as a str). A sample whose placeholders are all cut loses its frames: it is
+    treated like a text-only sample, its ``query`` becomes "" and its ``src``/``tgt``/``tag`` None.
 
     Text-only samples get a dummy 1 x 3 x size x size zero clip so the vision path always runs; ``has_placeholder``
     (bool, one per sample) says which samples have a placeholder whose frames the model must insert.
 
     Batch keys: ``input_ids``, ``labels``, ``attention_mask``, ``images`` (list of T x 3 x size x size tensors),
-    ``queries`` (list of str), ``src``, ``tgt``, ``tags`` (lists with None entries), ``has_placeholder``.
+    ``queries`` (per sample a str, or a list with one str per placeholder), ``src``, ``tgt``, ``tags`` (lists with
+    None entries), ``has_placeholder``.
     """
 
     def __init__(self, tokenizer, model_max_length: int | None = None, image_size: int = 224):
@@ -57,8 +59,12 @@ class DataCollator:
             self.warned_truncation = True
 
         sample = dict(sample, input_ids=input_ids[: self.model_max_length], labels=labels[: self.model_max_length])
-        if sample["image"] is not None and not (sample["input_ids"] == VIDEO_TOKEN_INDEX).any():
-            return dict(sample, image=None, src=None, tgt=None, tag=None)
+        num_placeholders = int((sample["input_ids"] == VIDEO_TOKEN_INDEX).sum())
+        if sample["image"] is not None and num_placeholders == 0:
+            return dict(sample, image=None, query="", src=None, tgt=None, tag=None)
+        query = sample.get("query")
+        if isinstance(query, list) and len(query) > num_placeholders:
+            sample["query"] = query[0] if num_placeholders == 1 else query[:num_placeholders]
         if self.match_token_id is not None:
             num_kept = int((sample["input_ids"] == self.match_token_id).sum())
             src = sample.get("src") or []
@@ -69,8 +75,24 @@ class DataCollator:
                 sample["tgt"] = sample["tgt"][: num_kept - len(kept_src)]
         return sample
 
+    @staticmethod
+    def check_queries(samples: list[dict]) -> None:
+        # The model fills placeholder k with the frames compressed with query k; a count mismatch would misalign them.
+        for i, sample in enumerate(samples):
+            if sample["image"] is None:
+                continue
+            query = sample.get("query", "")
+            num_queries = len(query) if isinstance(query, list) else 1
+            num_placeholders = int((sample["input_ids"] == VIDEO_TOKEN_INDEX).sum())
+            if num_queries != num_placeholders:
+                raise ValueError(
+                    f"batch sample {i} has {num_placeholders} {VIDEO_PLACEHOLDER} placeholders but {num_queries} "
+                    f"queries: {query!r}"
+                )
+
     def __call__(self, samples: list[dict]) -> dict:
         samples = [self.truncate(sample) for sample in samples]
+        self.check_queries(samples)
         max_len = max(sample["input_ids"].numel() for sample in samples)
         batch_size = len(samples)
 

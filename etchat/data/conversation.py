@@ -7,6 +7,10 @@ ends with it), with leading newlines stripped. An open turn (text ``None``) is j
 
 Label mask: only the assistant replies and the separator closing each of them (``<|end|>`` for phi3) are trained;
 ``plain`` trains the caption and its trailing newline. Everything else is ``IGNORE_INDEX``.
+
+Video: as in the published training, every user turn of a video/image sample carries the placeholder, and the video
+is compressed once per turn with that turn's text as the Q-Former instruction (``gather_conv_query`` instead shows
+it once, in the first turn, with all user texts joined).
 """
 
 from __future__ import annotations
@@ -124,15 +128,18 @@ def insert_placeholder(text: str, rng: random.Random | None = None) -> str:
     return text + "\n" + VIDEO_PLACEHOLDER
 
 
-def extract_query(conversations: list[dict]) -> str:
-    """The Q-Former instruction: the first user turn without the placeholder."""
-    return conversations[0]["value"].replace(VIDEO_PLACEHOLDER, "").strip()
+def question_text(text: str) -> str:
+    """A user turn as the Q-Former reads it: without the placeholder, stripped."""
+    return text.replace(VIDEO_PLACEHOLDER, "").strip()
 
 
-def check_conversation(conversations: list[dict], has_video: bool, name: str = "sample") -> None:
+def check_conversation(
+    conversations: list[dict], has_video: bool, name: str = "sample", gather_conv_query: bool = False
+) -> None:
     """Raise a ValueError naming ``name`` when roles do not alternate or placeholders are misplaced.
 
-    One placeholder per sample: at most one, in the first user turn, and none in a text-only sample.
+    A user turn may hold at most one placeholder, an assistant turn and a text-only sample none. With
+    ``gather_conv_query`` the video is shown once, so only the first user turn may hold one.
     """
     if not isinstance(conversations, list) or not conversations:
         raise ValueError(f"{name}: 'conversations' must be a non-empty list, got {conversations!r}")
@@ -143,12 +150,19 @@ def check_conversation(conversations: list[dict], has_video: bool, name: str = "
         if message.get("from") != expected:
             raise ValueError(f"{name}: message {i} is from {message.get('from')!r}, expected {expected!r}")
         count = message["value"].count(VIDEO_PLACEHOLDER)
+        if count == 0:
+            continue
         if count > 1:
             raise ValueError(f"{name}: message {i} has {count} {VIDEO_PLACEHOLDER} placeholders, at most 1 is allowed")
-        if count and not has_video:
+        if not has_video:
             raise ValueError(f"{name}: message {i} has a {VIDEO_PLACEHOLDER} placeholder but no image or video")
-        if count and i > 0:
-            raise ValueError(f"{name}: message {i} has a {VIDEO_PLACEHOLDER} placeholder, only the first may have one")
+        if expected == GPT:
+            raise ValueError(f"{name}: message {i} is an assistant turn with a {VIDEO_PLACEHOLDER} placeholder")
+        if gather_conv_query and i > 0:
+            raise ValueError(
+                f"{name}: message {i} has a {VIDEO_PLACEHOLDER} placeholder, with gather_conv_query only the first "
+                "user turn may have one"
+            )
 
 
 def _common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -181,13 +195,24 @@ def mask_outside_spans(prompt: str, spans: list[tuple[int, int]], tokenizer) -> 
     return dict(input_ids=input_ids, labels=labels)
 
 
-def _preprocess_plain(conversations: list[dict], tokenizer, has_video: bool, name: str) -> dict[str, torch.Tensor]:
+def _preprocess_plain(conversations: list[dict], tokenizer, has_video: bool, name: str) -> dict:
     if len(conversations) != 2 or not conversations[1]["value"]:
         raise ValueError(f"{name}: the 'plain' template needs one question and one non-empty caption")
     # The question only feeds the Q-Former; the language model sees the video and the caption.
     prefix = VIDEO_PLACEHOLDER if has_video else ""
     prompt = prefix + conversations[1]["value"] + "\n"
-    return mask_outside_spans(prompt, [(len(prefix), len(prompt))], tokenizer)
+    data = mask_outside_spans(prompt, [(len(prefix), len(prompt))], tokenizer)
+    data["query"] = question_text(conversations[0]["value"]) if has_video else ""
+    return data
+
+
+def _video_query(questions: list[str], has_video: bool, gather_conv_query: bool) -> str | list[str]:
+    # One instruction per placeholder: a str for one placeholder, else a list in placeholder order.
+    if not has_video:
+        return ""
+    if gather_conv_query:
+        return " ".join(questions)
+    return questions[0] if len(questions) == 1 else questions
 
 
 def preprocess(
@@ -197,23 +222,34 @@ def preprocess(
     has_video: bool,
     name: str = "sample",
     rng: random.Random | None = None,
-) -> dict[str, torch.Tensor]:
-    """``input_ids`` (with -200 for the placeholder) and ``labels`` (-100 outside the trained replies).
+    gather_conv_query: bool = False,
+) -> dict:
+    """``input_ids`` (-200 per placeholder), ``labels`` (-100 outside the trained replies) and ``query``.
 
-    ``conversations`` alternate ``{"from": "human"|"gpt", "value": text}``. For a video/image sample, a first user
-    turn without the placeholder gets one at a random end. ``name`` identifies the sample in error messages.
+    ``conversations`` alternate ``{"from": "human"|"gpt", "value": text}``. In a video/image sample every user turn
+    shows the video: a turn without the placeholder gets one at a random end, and ``query`` holds each user turn's
+    text (placeholder removed) for the Q-Former, in placeholder order: a str for a single turn, else a list. With
+    ``gather_conv_query`` only the first user turn gets the placeholder and ``query`` is all user texts joined by a
+    space. Text-only samples have ``query == ""``. ``plain`` (stage 1) keeps one placeholder and the first turn's
+    text. ``name`` identifies the sample in error messages.
     """
-    check_conversation(conversations, has_video, name)
+    check_conversation(conversations, has_video, name, gather_conv_query)
     if template == "plain":
         return _preprocess_plain(conversations, tokenizer, has_video, name)
 
     conv = get_conv(template)
+    questions = []
     for i, message in enumerate(conversations):
         text = message["value"].strip()
         if not text:
             raise ValueError(f"{name}: message {i} is empty")
-        if i == 0 and has_video and VIDEO_PLACEHOLDER not in text:
-            text = insert_placeholder(text, rng)
+        if i % 2 == 0:
+            questions.append(question_text(text))
+            shows_video = has_video and (i == 0 or not gather_conv_query)
+            if shows_video and VIDEO_PLACEHOLDER not in text:
+                text = insert_placeholder(text, rng)
         conv.append_message(conv.roles[i % 2], text)
     prompt, spans = conv.render()
-    return mask_outside_spans(prompt, spans, tokenizer)
+    data = mask_outside_spans(prompt, spans, tokenizer)
+    data["query"] = _video_query(questions, has_video, gather_conv_query)
+    return data

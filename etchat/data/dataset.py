@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from torch.utils.data import Dataset
 
 from etchat.constants import MATCH_TOKEN
-from etchat.data.conversation import check_conversation, extract_query, preprocess
+from etchat.data.conversation import check_conversation, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class DataArguments:
     image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square with the mean colour"})
     vision_processor: str = field(default="clip_center_224", metadata={"help": "frame transform name"})
     conv_type: str = field(default="phi3", metadata={"help": "conversation template"})
+    gather_conv_query: bool = field(
+        default=False,
+        metadata={"help": "show the video once (first user turn) with all user turns joined as its instruction"},
+    )
     use_time_tag: bool = field(default=False, metadata={"help": "write src times as text and pass frame tags"})
     use_matching: bool = field(default=False, metadata={"help": "train the <vid> matching heads"})
     model_max_length: int = field(default=2048, metadata={"help": "batches are truncated to this many tokens"})
@@ -77,13 +81,13 @@ def keep_sample(sample: dict, args: DataArguments) -> bool:
     return True
 
 
-def check_sample(sample: dict, name: str) -> None:
+def check_sample(sample: dict, name: str, gather_conv_query: bool = False) -> None:
     """Raise a ValueError naming the sample when its fields are inconsistent."""
     if not isinstance(sample, dict):
         raise ValueError(f"{name} must be a JSON object, got {type(sample).__name__}")
     if "image" in sample and "video" in sample:
         raise ValueError(f"{name} has both an 'image' and a 'video'")
-    check_conversation(sample.get("conversations"), modality_of(sample) != "text", name)
+    check_conversation(sample.get("conversations"), modality_of(sample) != "text", name, gather_conv_query)
     num_match = sum(message["value"].count(MATCH_TOKEN) for message in sample["conversations"])
     num_times = len(sample.get("src") or []) + len(sample.get("tgt") or [])
     if num_match != num_times:
@@ -126,7 +130,8 @@ class SupervisedDataset(Dataset):
     """Samples of one or more annotation files, filtered at start.
 
     ``__getitem__`` returns ``input_ids``, ``labels``, ``image`` (float T x 3 x 224 x 224, None for text-only),
-    ``query`` (Q-Former instruction), ``src``, ``tgt``, ``tag`` (frame times, videos with ``use_time_tag`` only),
+    ``query`` (Q-Former instruction per placeholder: a str for one, a list for a multi-turn video/image sample; ""
+    for text-only), ``src``, ``tgt``, ``tag`` (frame times, videos with ``use_time_tag`` only),
     ``modality`` and ``length`` (token count). A sample that fails to load is replaced by another random one.
     """
 
@@ -146,7 +151,7 @@ class SupervisedDataset(Dataset):
                 raise ValueError(f"{path} must hold a JSON list of samples, got {type(raw).__name__}")
             num_raw += len(raw)
             for i, sample in enumerate(raw):
-                check_sample(sample, _sample_name(sample, i, path))
+                check_sample(sample, _sample_name(sample, i, path), data_args.gather_conv_query)
                 if keep_sample(sample, data_args):
                     samples.append(sample)
                     origins.append((file_idx, i))
@@ -235,10 +240,16 @@ class SupervisedDataset(Dataset):
             frames = clip.frames
             tag = clip.tags if args.use_time_tag else None
 
-        data = preprocess(conversations, self.tokenizer, args.conv_type, modality != "text", name=self.sample_name(idx))
+        data = preprocess(
+            conversations,
+            self.tokenizer,
+            args.conv_type,
+            modality != "text",
+            name=self.sample_name(idx),
+            gather_conv_query=args.gather_conv_query,
+        )
         data.update(
             image=self.transform(frames) if frames is not None else None,
-            query=extract_query(conversations),
             src=list(src) if src is not None else None,
             tgt=list(tgt) if tgt is not None else None,
             tag=tag,

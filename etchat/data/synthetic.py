@@ -402,9 +402,7 @@ def _tvg_items(spec: VideoSpec, rng) -> list[TaskItem]:
             f"'The {event.name} appears in <start time> - <end time>'."
         )
         answer = f"The {event.name} appears in <vid> - <vid>."
-        items.append(
-            TaskItem("tvg", question, answer, [], [event.start, event.end], {"tgt": [event.start, event.end]})
-        )
+        items.append(TaskItem("tvg", question, answer, [], [event.start, event.end], {"tgt": [event.start, event.end]}))
     return items
 
 

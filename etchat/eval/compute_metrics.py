@@ -43,6 +43,7 @@ import re
 import shutil
 import string
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -997,7 +998,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _attach_log_handlers(log_file: Path) -> list[logging.Handler]:
-    handlers = [logging.StreamHandler(), logging.FileHandler(log_file, mode="w")]
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_file, mode="w")]
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)

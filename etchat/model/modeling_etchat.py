@@ -316,7 +316,10 @@ class ETChatMetaForCausalLM:
         frame_tokens = self.encode_videos(images, queries, tags)
         vid_times = [list(s or []) + list(t or []) for s, t in zip(src, tgt)]
         inputs = self.assemble_inputs(input_ids, attention_mask, labels, frame_tokens, vid_times)
-        kwargs.pop("use_cache", None)
+        # Wrappers such as peft pass these as None; the inputs are built here.
+        for key in ("use_cache", "inputs_embeds", "position_ids", "output_hidden_states"):
+            if kwargs.pop(key, None) is not None and key == "inputs_embeds":
+                raise ValueError("pass either images with input_ids, or inputs_embeds, not both")
         outputs = super().forward(
             inputs_embeds=inputs.inputs_embeds,
             attention_mask=self.build_attention_mask(inputs),

@@ -65,6 +65,9 @@ class DataArguments:
     video_path: str | None = field(default=None, metadata={"help": "root of the samples' `video` paths"})
     video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
     image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square (mean colour)"})
+    gather_conv_query: bool = field(
+        default=False, metadata={"help": "video only in the first user turn, Q-Former reads all user turns joined"}
+    )
     fps: float = field(default=1.0, metadata={"help": "frames sampled per second"})
     min_video_len: float = field(default=-1, metadata={"help": "skip videos shorter than this (s); -1 = off"})
     max_video_len: float = field(default=-1, metadata={"help": "skip videos longer than this (s); -1 = off"})
@@ -156,6 +159,7 @@ def dataset_options(
         max_num_words=data_args.max_num_words,
         max_retries=data_args.max_retries,
         image_pad_to_square=data_args.image_pad_to_square,
+        gather_conv_query=data_args.gather_conv_query,
         vision_processor=model_args.vision_processor,
         conv_type=conv_type,
         use_time_tag=model_args.use_time_tag,

@@ -159,6 +159,7 @@ class ETChatTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, **kwargs):
+        self._grouped_sampler: ModalityGroupedSampler | None = None
         super().__init__(*args, **kwargs)
         # The matching loss is a per-batch mean, so token-count normalisation across the accumulated batch must not
         # be applied to the LM loss alone.
@@ -173,13 +174,22 @@ class ETChatTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         # As in the original: a step's batches (all ranks) are either all with frames or all text-only.
         groups = ["text" if modality == "text" else "vision" for modality in dataset.modalities]
-        return ModalityGroupedSampler(
+        self._grouped_sampler = ModalityGroupedSampler(
             dataset.lengths,
             groups,
             batch_size=self.args.per_device_train_batch_size,
             world_size=self.args.world_size,
             seed=self.args.seed,
         )
+        return self._grouped_sampler
+
+    def _run_epoch(self, *args, **kwargs):
+        # On resume, accelerate's skip_first_batches wraps the batch sampler so that set_epoch no longer reaches a
+        # custom sampler, which would then replay epoch 0's order: set the epoch here.
+        epoch = kwargs.get("epoch")
+        if self._grouped_sampler is not None and epoch is not None:
+            self._grouped_sampler.set_epoch(epoch)
+        return super()._run_epoch(*args, **kwargs)
 
     # ---- optimisation ----------------------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
