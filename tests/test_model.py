@@ -380,3 +380,15 @@ def test_generation_stops_at_end_token(tiny):
         with torch.no_grad():
             head[end_id] = saved
     assert len(answer.token_ids) < 20 and "<|end|>" not in answer.text
+
+
+def test_vid_in_a_later_turn_takes_the_frames_of_the_next_placeholder(tiny):
+    model, tokenizer = tiny
+    text = "<|user|>\n<image>\nFirst?<|end|>\n<|assistant|>\nYes.<|end|>\n<|user|>\n<image>\nAt <vid>?<|end|>\n"
+    ids = tokenize(text, tokenizer)
+    turns = model.encode_videos([video(3, 9)], [["First?", "At <vid>?"]])[0]
+    assert turns.shape[:2] == (2, 3) and not torch.allclose(turns[0], turns[1])
+    inputs = model.assemble_inputs(ids[None], None, None, [turns], [[1.0]])
+    vid_pos = ids.tolist().index(model.config.match_token_id) + 2 * (3 - 1)  # two placeholders became 3 frames each
+    word = model.get_input_embeddings().weight[model.config.match_token_id]
+    assert torch.allclose(inputs.inputs_embeds[0, vid_pos], word + turns[1][1], atol=1e-6)

@@ -215,7 +215,7 @@ class ETChatMetaForCausalLM:
         turns = video_tokens if video_tokens.dim() == 3 else video_tokens[None]
         embeds = self.get_input_embeddings()(ids.clamp(min=0))
         if self.config.use_matching:
-            embeds = self._inject_vid_frames(ids, embeds, turns[-1], times, sample_idx)
+            embeds = self._inject_vid_frames(ids, embeds, turns, times, sample_idx)
         placeholders = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten().tolist()
         pieces, label_pieces, block, spans, start = [], [], [], [], 0
         for video_idx, pos in enumerate(placeholders):
@@ -241,7 +241,9 @@ class ETChatMetaForCausalLM:
             spans,
         )
 
-    def _inject_vid_frames(self, ids, embeds, frames, times, sample_idx):
+    def _inject_vid_frames(self, ids, embeds, turns, times, sample_idx):
+        """Add to each input `<vid>` the frame token of its time, taken from the video of the next placeholder (the
+        last one for `<vid>` after it), as the published model does."""
         vid_positions = (ids == self.config.match_token_id).nonzero().flatten()
         times = list(times or [])
         if vid_positions.numel() != len(times):
@@ -251,11 +253,13 @@ class ETChatMetaForCausalLM:
             )
         if not times:
             return embeds
+        placeholders = (ids == VIDEO_TOKEN_INDEX).nonzero().flatten()
+        turn_idx = torch.searchsorted(placeholders, vid_positions).clamp(max=turns.size(0) - 1)
         # The published model treats seconds as frame indices (1 fps sampling).
-        frame_idx = torch.tensor(times, device=frames.device, dtype=torch.float).round().long()
-        frame_idx = frame_idx.clamp(0, frames.size(0) - 1)
+        frame_idx = torch.tensor(times, device=turns.device, dtype=torch.float).round().long()
+        frame_idx = frame_idx.clamp(0, turns.size(1) - 1)
         embeds = embeds.clone()
-        embeds[vid_positions] = embeds[vid_positions] + frames[frame_idx].to(embeds.dtype)
+        embeds[vid_positions] = embeds[vid_positions] + turns[turn_idx, frame_idx].to(embeds.dtype)
         return embeds
 
     def _pad_rows(self, rows, frame_tokens, padding_side, with_labels):
