@@ -172,6 +172,12 @@ class AnswerStream:
         self.shown = text
         return new
 
+    def finish(self, final_text: str) -> str:
+        """The end of the final answer that was held back (e.g. a last ``<`` that could have begun ``<|end|>``)."""
+        rest = final_text[len(self.shown) :] if final_text.startswith(self.shown) else ""
+        self.shown += rest
+        return rest
+
     def parts(self) -> list[str | float]:
         """The answer so far as text pieces and times, cut at a stop string."""
         raw = self.tokenizer.decode(self.token_ids, skip_special_tokens=False)
@@ -299,6 +305,9 @@ class VideoChat:
 
         matched = generate(self.model, self.tokenizer, [request], self.settings, self.generator, on_token=on_token)[0]
         answer = ChatAnswer.from_matched(question, matched, self.clip.tags)
+        rest = stream.finish(answer.text)
+        if rest and on_text is not None:
+            on_text(rest)
         self.history.append(answer)
         return answer
 
@@ -395,7 +404,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("question", nargs="?", default=None, help="the question; without it, an interactive chat")
     parser.add_argument("--video", required=True, help="the video file")
     add_model_args(parser)

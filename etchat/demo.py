@@ -209,10 +209,11 @@ def build_demo(backend: DemoBackend):
                     clear = gr.Button("New conversation", elem_id="etchat-clear")
             with gr.Column(scale=1):
                 answer = gr.HTML(EMPTY_ANSWER, label="Answer", elem_id=ANSWER_ID, js_on_load=SEEK_JS)
-        plot = gr.Image(label="Timeline", type="filepath", interactive=False, elem_id="etchat-plot")
+        plot = gr.Image(label="Timeline", show_label=False, type="filepath", interactive=False, elem_id="etchat-plot")
         inputs, outputs = [video, question, state], [answer, plot, state, question]
-        ask.click(backend.respond, inputs, outputs, concurrency_limit=1)
-        question.submit(backend.respond, inputs, outputs, concurrency_limit=1)
+        # Both events share one queue slot: the model answers one question at a time.
+        ask.click(backend.respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
+        question.submit(backend.respond, inputs, outputs, concurrency_limit=1, concurrency_id="model")
         clear.click(backend.reset, [video], [answer, plot, state])
         video.change(backend.reset, [video], [answer, plot, state])
     return demo
@@ -224,7 +225,9 @@ def build_demo(backend: DemoBackend):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_model_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)

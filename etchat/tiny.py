@@ -136,8 +136,24 @@ def write_tiny_base(out_dir: str, geometry: TinyGeometry | None = None, corpus=N
 
 PRESETS = {
     "test": TinyGeometry(),
-    # A little more room for the quickstart's model to learn grounding in minutes.
-    "quickstart": TinyGeometry(llm_hidden=128, llm_layers=4, llm_heads=4, llm_intermediate=256, tokenizer_vocab=400),
+    # A little more room for the quickstart's model to learn grounding in minutes. No Q-Former dropout: on a CPU,
+    # attention dropout sends sdpa down its slow math path, which alone cost a third of a training step.
+    "quickstart": TinyGeometry(
+        llm_hidden=128,
+        llm_layers=4,
+        llm_heads=4,
+        llm_intermediate=256,
+        tokenizer_vocab=400,
+        qformer=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            cross_attention_frequency=2,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        ),
+    ),
 }
 NEW_AT_STAGE_1 = ("qformer_proj", "qformer_q_proj", "qformer_k_proj", "qformer_v_proj", "frm_head", "vid_head")
 

@@ -7,7 +7,7 @@
 #   QS_DIR        where everything goes [work_dirs/quickstart]
 #   QS_SEED       data and model seed [0]
 #   QS_TRAIN_VIDEOS / QS_TEST_VIDEOS / QS_IMAGES   synthetic data sizes [300 / 60 / 200]
-#   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 3]
+#   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 2]
 #   QS_THREADS    torch threads per process [all cores]
 # Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
 # resumes from its newest checkpoint).
@@ -20,6 +20,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export SKIP_SETUP=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-}"   # the quickstart is a CPU job
 export OMP_NUM_THREADS="${QS_THREADS:-$(nproc)}"
+# Data-loader workers share the few cores with the training process: spinning OpenMP threads would starve them.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 QS_DIR="${QS_DIR:-work_dirs/quickstart}"
 SEED="${QS_SEED:-0}"
@@ -68,7 +70,7 @@ fi
 step "5/6 stage 3: <vid> matching on ET-Instruct-style samples"
 if ! done_stage "$QS_DIR/stage-3"; then
     ANNO_PATH="$DATA/stage3.json" VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-3" \
-    EXTRA_ARGS="$COMMON --num_train_epochs ${QS_STAGE3_EPOCHS:-3} --learning_rate 2e-3 --lora_enable False --tuning_mode llm" \
+    EXTRA_ARGS="$COMMON --num_train_epochs ${QS_STAGE3_EPOCHS:-2} --learning_rate 2e-3 --lora_enable False --tuning_mode llm" \
         bash scripts/train_stage_3.sh "$QS_DIR/stage-2"
 fi
 

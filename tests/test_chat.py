@@ -136,6 +136,13 @@ def test_answer_stream_shows_times_and_holds_back_stop_string(chat_model):
     assert "".join(pieces) == "It happens from 00:01.0 to 00:02.5."
     assert not any("<|" in p for p in pieces)  # the stop string is never shown, not even its start
     assert stream.push(tokenizer.eos_token_id) == ""
+    assert stream.finish("It happens from 00:01.0 to 00:02.5.") == ""
+
+    # An answer ending in what could have begun the stop string gets it when generation ends.
+    stream = AnswerStream(tokenizer, match_id, frame_times, settings)
+    pieces = [stream.push(i) for i in tokenizer("a <", add_special_tokens=False).input_ids]
+    assert "".join(pieces) == "a"
+    assert stream.finish("a <") == " <"
 
 
 def test_ask_streams_the_answer_with_matched_times(chat, video_path):

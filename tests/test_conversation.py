@@ -7,7 +7,7 @@ from tokenizers import pre_tokenizers
 
 from etchat.constants import IGNORE_INDEX, VIDEO_PLACEHOLDER, VIDEO_TOKEN_INDEX
 from etchat.data.conversation import get_conv, insert_placeholder, preprocess
-from etchat.data.tokenization import tokenize
+from etchat.data.tokenization import fill_match_tokens, match_token_offsets, tokenize
 from etchat.tiny_tokenizer import build_tiny_tokenizer
 
 PHI3_SYSTEM = "<|system|>\nYou are a helpful AI assistant.<|end|>"
@@ -324,3 +324,29 @@ def test_placeholder_errors_name_the_sample(tokenizer):
         preprocess([human("<image>\nq"), gpt("a")], tokenizer, "phi3", False, name="sample 9")
     with pytest.raises(ValueError, match="sample 10.*expected 'gpt'"):
         preprocess([human("q"), human("a")], tokenizer, "phi3", False, name="sample 10")
+
+
+def test_fill_match_tokens_writes_times_in_order():
+    assert fill_match_tokens("from <vid> to <vid>.", [3, 7]) == "from 3 to 7."
+    assert fill_match_tokens("at <vid>", [1.5], "{:.1f}s") == "at 1.5s"
+    with pytest.raises(ValueError, match="2 <vid> tokens but 1 times"):
+        fill_match_tokens("<vid> <vid>", [1])
+
+
+def test_only_real_match_tokens_get_times_when_the_text_spells_vid_out(tokenizer):
+    """An untrained model can spell "<vid>" in ordinary tokens: that stays text, the real token gets the time."""
+    match_id = tokenizer.convert_tokens_to_ids("<vid>")
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    spelled = ids("a <vid") + tokenizer.convert_tokens_to_ids([">"]) + ids(" b")
+    assert match_id not in spelled
+    token_ids = spelled + [match_id] + ids(" c")
+    text = tokenizer.decode(token_ids, skip_special_tokens=False).strip()
+    assert text.count("<vid>") == 2
+
+    offsets = match_token_offsets(tokenizer, token_ids, match_id)
+    assert offsets == [text.rindex("<vid>")]
+    assert fill_match_tokens(text, [12], offsets=offsets) == text[: offsets[0]] + "12" + text[offsets[0] + 5 :]
+    assert fill_match_tokens(text, [12], offsets=offsets).startswith("a <vid>")

@@ -151,8 +151,7 @@ link.click();
 """
 
 
-@pytest.mark.slow
-def test_demo_answers_streams_plots_and_seeks(demo_url, video_path, browser):
+def test_demo_answers_streams_plots_and_seeks(browser, demo_url, video_path):
     import numpy as np
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -184,7 +183,7 @@ def test_demo_answers_streams_plots_and_seeks(demo_url, video_path, browser):
     links = turn.find_elements(By.CSS_SELECTOR, ".etchat-time")
     assert links, "the answer has no time links (the test checkpoint is biased to write <vid>)"
     times = [float(link.get_attribute("data-time")) for link in links]
-    assert [link.text for link in links] == [mmss(t) for t in times]
+    assert [link.get_attribute("textContent") for link in links] == [mmss(t) for t in times]
     assert all(t in [float(i) for i in range(10)] for t in times)  # frames sampled at 1 fps: whole seconds
 
     plot = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#etchat-plot img"))
@@ -198,3 +197,12 @@ def test_demo_answers_streams_plots_and_seeks(demo_url, video_path, browser):
         current, pixel = browser.execute_async_script(SEEK_AND_READ_JS, link)
         assert current == pytest.approx(seconds, abs=1e-3)
         assert decode_frame_index(np.array([[pixel]], dtype=np.uint8)) == round(seconds * VIDEO_FPS)
+
+    # A follow-up question joins the conversation; "New conversation" clears it.
+    question.send_keys("And then?")
+    ask.click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, done)) == 2)
+    questions = [q.get_attribute("textContent") for q in browser.find_elements(By.CSS_SELECTOR, ".etchat-q")]
+    assert questions == ["Q: When does the red circle appear?", "Q: And then?"]
+    browser.find_element(By.CSS_SELECTOR, "#etchat-clear").click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#etchat-answer .etchat-turn"))

@@ -31,16 +31,34 @@ def format_seconds(seconds: float) -> str:
     return f"{int(minutes):02d}:{rest:04.1f}"
 
 
-def fill_match_tokens(text: str, times: Sequence, template: str = "{}") -> str:
+def fill_match_tokens(text: str, times: Sequence, template: str = "{}", offsets: Sequence[int] | None = None) -> str:
     """Replace the i-th `<vid>` in `text` by `template.format(times[i])`.
 
-    The published model writes the matched frame index, which equals seconds at 1 fps.
+    The published model writes the matched frame index, which equals seconds at 1 fps. `offsets` (from
+    `match_token_offsets`) say where the real `<vid>` tokens are when the text also spells "<vid>" out in plain
+    characters, as an untrained model may.
     """
-    pieces = text.split(MATCH_TOKEN)
-    if len(pieces) - 1 != len(times):
-        raise ValueError(f"text has {len(pieces) - 1} {MATCH_TOKEN} tokens but {len(times)} times were given: {text!r}")
-    out = [pieces[0]]
-    for time, piece in zip(times, pieces[1:]):
-        out.append(template.format(time))
-        out.append(piece)
-    return "".join(out)
+    if offsets is None:
+        pieces = text.split(MATCH_TOKEN)
+        if len(pieces) - 1 != len(times):
+            raise ValueError(
+                f"text has {len(pieces) - 1} {MATCH_TOKEN} tokens but {len(times)} times were given: {text!r}"
+            )
+        offsets = [sum(len(p) + len(MATCH_TOKEN) for p in pieces[:i]) + len(pieces[i]) for i in range(len(times))]
+    if len(offsets) != len(times) or any(text[o : o + len(MATCH_TOKEN)] != MATCH_TOKEN for o in offsets):
+        raise ValueError(f"{len(times)} times do not fit the {MATCH_TOKEN} tokens at {list(offsets)} of {text!r}")
+    out, end = [], 0
+    for time, offset in zip(times, offsets):
+        out += [text[end:offset], template.format(time)]
+        end = offset + len(MATCH_TOKEN)
+    return "".join(out) + text[end:]
+
+
+def match_token_offsets(tokenizer, token_ids: Sequence[int], match_id: int, strip: bool = True) -> list[int]:
+    """Character offset of each `<vid>` token in the decoded text (``.strip()``-ed when `strip`), found by decoding
+    the prefix that ends with it: a "<vid>" spelled out in ordinary tokens is not one."""
+    ids = list(token_ids)
+    full = tokenizer.decode(ids, skip_special_tokens=False)
+    shift = len(full) - len(full.lstrip()) if strip else 0
+    ends = [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False)) for i, t in enumerate(ids) if t == match_id]
+    return [end - len(MATCH_TOKEN) - shift for end in ends]

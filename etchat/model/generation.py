@@ -24,7 +24,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from etchat.data.tokenization import fill_match_tokens
+from etchat.constants import MATCH_TOKEN
+from etchat.data.tokenization import fill_match_tokens, match_token_offsets
 from etchat.model.modeling_etchat import FRAME_STATE, VID_STATE
 
 
@@ -259,7 +260,10 @@ def _finish(tokenizer, settings, tokens, matches, match_id, request) -> MatchedA
     similarities = [matches[i][1] for i in vid_steps] if frame_indices else []
     tags = request.tags
     times = [float(tags[f]) if tags is not None and f < len(tags) else float(f) for f in frame_indices]
-    text = fill_match_tokens(raw_text, frame_indices) if frame_indices else raw_text
+    offsets = None
+    if frame_indices and raw_text.count(MATCH_TOKEN) != len(frame_indices):
+        offsets = match_token_offsets(tokenizer, answer_tokens, match_id)
+    text = fill_match_tokens(raw_text, frame_indices, offsets=offsets) if frame_indices else raw_text
     return MatchedAnswer(
         text=text,
         raw_text=raw_text,

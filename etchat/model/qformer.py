@@ -97,9 +97,14 @@ class FrameCompressorMixin:
         self.qformer_tokenizer = build_qformer_tokenizer(config.qformer_tokenizer_path)
 
     def tokenize_instructions(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        # Every frame of a video repeats its instruction: tokenize each distinct text once, then index.
+        position: dict[str, int] = {}
+        rows = torch.tensor([position.setdefault(text, len(position)) for text in texts], dtype=torch.long)
+        inputs = self.qformer_tokenizer(
+            list(position), padding="longest", truncation=True, max_length=256, return_tensors="pt"
+        )
         device = self.qformer_query.device
-        inputs = self.qformer_tokenizer(texts, padding="longest", truncation=True, max_length=256, return_tensors="pt")
-        return {"input_ids": inputs.input_ids.to(device), "attention_mask": inputs.attention_mask.to(device)}
+        return {key: inputs[key][rows].to(device) for key in ("input_ids", "attention_mask")}
 
     def compress_frames(self, features: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """(N, patches, width) frame features + one instruction per frame -> (N, hidden) frame tokens."""
