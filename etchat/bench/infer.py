@@ -30,7 +30,7 @@ from etchat.bench.measure import (
     detach_stage_timers,
 )
 from etchat.bench.models import build_model
-from etchat.bench.proposals import CenterCropNormalize, encode_videos_per_video
+from etchat.bench.proposals import encode_videos_per_video
 from etchat.bench.report import format_table
 from etchat.bench.workload import SampleShape, build_prompt_ids, draw_shapes, ensure_videos
 from etchat.data.transforms import build_transform
@@ -163,9 +163,7 @@ def run_config(config: dict) -> dict:
     prompts = [build_prompt_ids(s, tokenizer, config["seed"]) for s in shapes]
     if config["proposals"]:
         model.encode_videos = functools.partial(encode_videos_per_video, model)
-        transform = CenterCropNormalize(224)
-    else:
-        transform = build_transform("clip_center_224", inference=True)
+    transform = build_transform("clip_center_224", inference=True)
     dataset = VideoRequests(shapes, prompts, config["backend"], transform)
     batches = make_batches(shapes, config["batch_size"], config["sort_by_length"])
     _warm_up(model, tokenizer, config["seed"])

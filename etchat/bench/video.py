@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from etchat.bench.proposals import CenterCropNormalize
 from etchat.bench.report import format_table
 from etchat.bench.workload import SampleShape, ensure_videos
 from etchat.data.transforms import build_transform
@@ -36,17 +35,13 @@ def default_configs(num_threads: int) -> list[VideoConfig]:
         if num_threads > 1:
             configs.append(VideoConfig(f"{backend}-{num_threads}", backend, num_threads))
     configs.append(VideoConfig("transform", "transform", 0))
-    configs.append(VideoConfig("transform-proposed", "transform-proposed", 0))
     return configs
 
 
 def run_config(config: dict) -> dict:
     videos = config["videos"]
-    if config["backend"].startswith("transform"):
-        if config["backend"] == "transform":
-            transform = build_transform("clip_center_224", inference=True)
-        else:
-            transform = CenterCropNormalize(224)
+    if config["backend"] == "transform":
+        transform = build_transform("clip_center_224", inference=True)
         clips = [load_video(v, fps=1.0, backend="auto").frames for v in videos]
         start = time.perf_counter()
         frames = sum(transform(c).size(0) for c in clips)
@@ -105,8 +100,7 @@ def run(args, run_one) -> str:
     lines = [
         f"Workload: {len(shapes)} H.264 videos of {min(s.num_frames for s in shapes)}-"
         f"{max(s.num_frames for s in shapes)} s at {args.video_fps:g} fps, short side {size} px, read at 1 fps. "
-        "'transform' is clip_center_224 (resize, crop, normalise) on the decoded frames, in torch's threads; "
-        "'transform-proposed' is etchat.bench.proposals.CenterCropNormalize (same values).",
+        "'transform' is clip_center_224 (resize, crop, normalise) on the decoded frames, in torch's threads.",
         "",
         format_table(columns, rows),
     ]
