@@ -33,6 +33,11 @@ VISION_FILE = "eva_vit_g.pth"
 QFORMER_FILE = "instruct_blip_vicuna7b_trimmed.pth"
 
 
+TINY_QFORMER = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, cross_attention_frequency=2
+)
+
+
 @dataclass
 class TinyGeometry:
     llm_hidden: int = 64
@@ -49,13 +54,7 @@ class TinyGeometry:
         return self.vision or dict(img_size=224, patch_size=32, width=32, depth=3, num_heads=2, mlp_dim=64)
 
     def qformer_config(self) -> dict:
-        return self.qformer or dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            cross_attention_frequency=2,
-        )
+        return self.qformer or dict(TINY_QFORMER)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -144,15 +143,7 @@ PRESETS = {
         llm_heads=4,
         llm_intermediate=256,
         tokenizer_vocab=400,
-        qformer=dict(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            cross_attention_frequency=2,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        ),
+        qformer={**TINY_QFORMER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
     ),
 }
 NEW_AT_STAGE_1 = ("qformer_proj", "qformer_q_proj", "qformer_k_proj", "qformer_v_proj", "frm_head", "vid_head")
