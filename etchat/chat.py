@@ -37,7 +37,13 @@ import torch
 
 from etchat.constants import MATCH_TOKEN, VIDEO_PLACEHOLDER
 from etchat.data.conversation import get_conv
-from etchat.data.tokenization import fill_match_tokens, format_seconds, tokenize
+from etchat.data.tokenization import (
+    fill_match_tokens,
+    format_seconds,
+    match_positions,
+    match_token_offsets,
+    tokenize,
+)
 from etchat.data.transforms import build_transform
 from etchat.data.video import VideoClip, VideoReadError, load_video
 
@@ -74,16 +80,19 @@ def seconds_text(seconds: float) -> str:
     return f"{round(float(seconds), 1):g}"
 
 
-def answer_parts(raw_text: str, times: list[float]) -> list[str | float]:
+def answer_parts(raw_text: str, times: list[float], offsets: list[int] | None = None) -> list[str | float]:
     """``raw_text`` split at its `<vid>` tokens into text pieces and the matched times (floats) between them.
 
-    A `<vid>` without a time (a model without matching) stays as text.
+    ``offsets`` (`match_token_offsets`) place the tokens when the text also spells "<vid>" out; a `<vid>` without a
+    time (a model without matching) stays as text.
     """
-    pieces = raw_text.split(MATCH_TOKEN)
-    parts: list[str | float] = [pieces[0]]
-    for k, piece in enumerate(pieces[1:]):
-        parts.append(float(times[k]) if k < len(times) else MATCH_TOKEN)
-        parts.append(piece)
+    offsets = match_positions(raw_text) if offsets is None else offsets
+    parts: list[str | float] = []
+    end = 0
+    for k, offset in enumerate(offsets):
+        parts += [raw_text[end:offset], float(times[k]) if k < len(times) else MATCH_TOKEN]
+        end = offset + len(MATCH_TOKEN)
+    parts.append(raw_text[end:])
     return [p for p in parts if p != ""]
 
 
@@ -102,28 +111,31 @@ class ChatAnswer:
     frame_indices: list[int] = field(default_factory=list)
     similarities: list[list[float]] = field(default_factory=list)
     frame_times: list[float] = field(default_factory=list)
+    match_offsets: list[int] | None = None  # where in raw_text each `<vid>` token is (None: every "<vid>" is one)
 
     @classmethod
     def from_matched(cls, question: str, matched: MatchedAnswer, frame_times: list[float]) -> ChatAnswer:
         return cls(
             question=question,
-            text=join_parts(answer_parts(matched.raw_text, matched.times)),
+            text=join_parts(answer_parts(matched.raw_text, matched.times, matched.match_offsets)),
             raw_text=matched.raw_text,
             times=[float(t) for t in matched.times],
             frame_indices=[int(i) for i in matched.frame_indices],
             similarities=[[float(x) for x in sim.tolist()] for sim in matched.similarities],
             frame_times=[float(t) for t in frame_times],
+            match_offsets=list(matched.match_offsets),
         )
 
     @property
     def parts(self) -> list[str | float]:
-        return answer_parts(self.raw_text, self.times)
+        return answer_parts(self.raw_text, self.times, self.match_offsets)
 
     def history_text(self) -> str:
         """The answer as it goes back into the prompt of a later question (times as plain seconds)."""
-        if self.raw_text.count(MATCH_TOKEN) != len(self.times):
+        offsets = self.match_offsets
+        if len(offsets if offsets is not None else self.raw_text.split(MATCH_TOKEN)[1:]) != len(self.times):
             return self.raw_text
-        return fill_match_tokens(self.raw_text, [seconds_text(t) for t in self.times])
+        return fill_match_tokens(self.raw_text, [seconds_text(t) for t in self.times], offsets=offsets)
 
     def to_json(self) -> dict:
         """The JSON record of ``--json``: the answer (times as mm:ss.s), the raw answer and the matches."""
@@ -180,10 +192,11 @@ class AnswerStream:
 
     def parts(self) -> list[str | float]:
         """The answer so far as text pieces and times, cut at a stop string."""
-        raw = self.tokenizer.decode(self.token_ids, skip_special_tokens=False)
+        raw = self.tokenizer.decode(self.token_ids, skip_special_tokens=False).lstrip()
         for stop in self.stop_strings:
             raw = raw.split(stop)[0]
-        return answer_parts(raw.lstrip(), self.times)
+        offsets = match_token_offsets(self.tokenizer, self.token_ids, self.match_token_id)
+        return answer_parts(raw, self.times, [o for o in offsets if o + len(MATCH_TOKEN) <= len(raw)])
 
     def _stable(self, text: str) -> str:
         text = text.rstrip().rstrip("\ufffd")

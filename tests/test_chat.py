@@ -145,6 +145,36 @@ def test_answer_stream_shows_times_and_holds_back_stop_string(chat_model):
     assert stream.finish("a <") == " <"
 
 
+def test_vid_spelled_out_in_plain_tokens_stays_text(chat_model):
+    """Only the real `<vid>` token gets a time, in the stream and in the finished answer."""
+    from etchat.chat import AnswerStream, ChatAnswer
+    from etchat.model.generation import GenerationSettings, MatchedAnswer
+
+    _, tokenizer = chat_model
+    match_id = tokenizer.convert_tokens_to_ids("<vid>")
+    settings = GenerationSettings(stop_strings=("<|end|>",), eos_token_ids=(tokenizer.eos_token_id,))
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    token_ids = ids("at <vid") + tokenizer.convert_tokens_to_ids([">"]) + ids(" then") + [match_id] + ids(" end")
+    raw_text = tokenizer.decode(token_ids, skip_special_tokens=False).strip()
+    real = raw_text.rindex("<vid>")
+    expected = raw_text[:real] + "00:01.0" + raw_text[real + len("<vid>") :]
+    assert raw_text.count("<vid>") == 2 and expected.startswith("at <vid>")
+
+    stream = AnswerStream(tokenizer, match_id, [0.0, 0.5, 1.0], settings)
+    shown = "".join(stream.push(i, (2, None) if i == match_id else None) for i in token_ids)
+    assert shown + stream.finish(expected) == expected
+
+    matched = MatchedAnswer(
+        text="", raw_text=raw_text, token_ids=token_ids, frame_indices=[2], times=[1.0], match_offsets=[real]
+    )
+    answer = ChatAnswer.from_matched("When?", matched, [0.0, 0.5, 1.0])
+    assert answer.text == expected
+    assert answer.history_text() == raw_text[:real] + "1" + raw_text[real + len("<vid>") :]
+
+
 def test_ask_streams_the_answer_with_matched_times(chat, video_path):
     pieces = []
     answer = chat.ask(QUESTION, on_text=pieces.append)

@@ -31,6 +31,15 @@ def format_seconds(seconds: float) -> str:
     return f"{int(minutes):02d}:{rest:04.1f}"
 
 
+def match_positions(text: str) -> list[int]:
+    """Character offset of every "<vid>" in `text`."""
+    positions, start = [], text.find(MATCH_TOKEN)
+    while start != -1:
+        positions.append(start)
+        start = text.find(MATCH_TOKEN, start + len(MATCH_TOKEN))
+    return positions
+
+
 def fill_match_tokens(text: str, times: Sequence, template: str = "{}", offsets: Sequence[int] | None = None) -> str:
     """Replace the i-th `<vid>` in `text` by `template.format(times[i])`.
 
@@ -39,12 +48,11 @@ def fill_match_tokens(text: str, times: Sequence, template: str = "{}", offsets:
     characters, as an untrained model may.
     """
     if offsets is None:
-        pieces = text.split(MATCH_TOKEN)
-        if len(pieces) - 1 != len(times):
+        offsets = match_positions(text)
+        if len(offsets) != len(times):
             raise ValueError(
-                f"text has {len(pieces) - 1} {MATCH_TOKEN} tokens but {len(times)} times were given: {text!r}"
+                f"text has {len(offsets)} {MATCH_TOKEN} tokens but {len(times)} times were given: {text!r}"
             )
-        offsets = [sum(len(p) + len(MATCH_TOKEN) for p in pieces[:i]) + len(pieces[i]) for i in range(len(times))]
     if len(offsets) != len(times) or any(text[o : o + len(MATCH_TOKEN)] != MATCH_TOKEN for o in offsets):
         raise ValueError(f"{len(times)} times do not fit the {MATCH_TOKEN} tokens at {list(offsets)} of {text!r}")
     out, end = [], 0
@@ -54,11 +62,18 @@ def fill_match_tokens(text: str, times: Sequence, template: str = "{}", offsets:
     return "".join(out) + text[end:]
 
 
-def match_token_offsets(tokenizer, token_ids: Sequence[int], match_id: int, strip: bool = True) -> list[int]:
-    """Character offset of each `<vid>` token in the decoded text (``.strip()``-ed when `strip`), found by decoding
-    the prefix that ends with it: a "<vid>" spelled out in ordinary tokens is not one."""
+def match_token_offsets(tokenizer, token_ids: Sequence[int], match_id: int | None) -> list[int]:
+    """Character offset of each `<vid>` token in the decoded text with leading white space stripped.
+
+    Usually every "<vid>" of the text is a token. A model may also spell it out in ordinary tokens; then each real
+    one is found by decoding the prefix that ends with it.
+    """
     ids = list(token_ids)
     full = tokenizer.decode(ids, skip_special_tokens=False)
-    shift = len(full) - len(full.lstrip()) if strip else 0
+    text = full.lstrip()
+    positions = match_positions(text)
+    if len(positions) == ids.count(match_id):
+        return positions
+    shift = len(full) - len(text)
     ends = [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False)) for i, t in enumerate(ids) if t == match_id]
     return [end - len(MATCH_TOKEN) - shift for end in ends]

@@ -24,7 +24,6 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from etchat.constants import MATCH_TOKEN
 from etchat.data.tokenization import fill_match_tokens, match_token_offsets
 from etchat.model.modeling_etchat import FRAME_STATE, VID_STATE
 
@@ -73,6 +72,7 @@ class MatchedAnswer:
     frame_indices: list[int] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     similarities: list[torch.Tensor] = field(default_factory=list)
+    match_offsets: list[int] = field(default_factory=list)  # where in raw_text each `<vid>` token is
 
 
 @dataclass
@@ -260,9 +260,7 @@ def _finish(tokenizer, settings, tokens, matches, match_id, request) -> MatchedA
     similarities = [matches[i][1] for i in vid_steps] if frame_indices else []
     tags = request.tags
     times = [float(tags[f]) if tags is not None and f < len(tags) else float(f) for f in frame_indices]
-    offsets = None
-    if frame_indices and raw_text.count(MATCH_TOKEN) != len(frame_indices):
-        offsets = match_token_offsets(tokenizer, answer_tokens, match_id)
+    offsets = match_token_offsets(tokenizer, answer_tokens, match_id) if vid_steps else []
     text = fill_match_tokens(raw_text, frame_indices, offsets=offsets) if frame_indices else raw_text
     return MatchedAnswer(
         text=text,
@@ -271,4 +269,5 @@ def _finish(tokenizer, settings, tokens, matches, match_id, request) -> MatchedA
         frame_indices=frame_indices,
         times=times,
         similarities=similarities,
+        match_offsets=offsets,
     )
