@@ -192,10 +192,11 @@ class AnswerStream:
 
     def parts(self) -> list[str | float]:
         """The answer so far as text pieces and times, cut at a stop string."""
-        raw = self.tokenizer.decode(self.token_ids, skip_special_tokens=False).lstrip()
+        decoded = self.tokenizer.decode(self.token_ids, skip_special_tokens=False)
+        raw = decoded.lstrip()
         for stop in self.stop_strings:
             raw = raw.split(stop)[0]
-        offsets = match_token_offsets(self.tokenizer, self.token_ids, self.match_token_id)
+        offsets = match_token_offsets(self.tokenizer, self.token_ids, self.match_token_id, decoded)
         return answer_parts(raw, self.times, [o for o in offsets if o + len(MATCH_TOKEN) <= len(raw)])
 
     def _stable(self, text: str) -> str:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_chat import build_chat_checkpoint, mmss
+# The clip of the chat tests: 10 s, frame k at k / VIDEO_FPS s, its colour encoding k.
+from tests.test_chat import NUM_FRAMES, VIDEO_FPS, build_chat_checkpoint, mmss
 from tests.video_utils import decode_frame_index, write_test_video
 
 REPO = Path(__file__).resolve().parents[1]
-NUM_FRAMES, VIDEO_FPS = 40, 4  # 10 s; frame k is at k / 4 s and its colour encodes k
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",

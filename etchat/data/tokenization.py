@@ -62,14 +62,16 @@ def fill_match_tokens(text: str, times: Sequence, template: str = "{}", offsets:
     return "".join(out) + text[end:]
 
 
-def match_token_offsets(tokenizer, token_ids: Sequence[int], match_id: int | None) -> list[int]:
+def match_token_offsets(
+    tokenizer, token_ids: Sequence[int], match_id: int | None, decoded: str | None = None
+) -> list[int]:
     """Character offset of each `<vid>` token in the decoded text with leading white space stripped.
 
     Usually every "<vid>" of the text is a token. A model may also spell it out in ordinary tokens; then each real
-    one is found by decoding the prefix that ends with it.
+    one is found by decoding the prefix that ends with it. `decoded`: the caller's decoding of all of `token_ids`.
     """
     ids = list(token_ids)
-    full = tokenizer.decode(ids, skip_special_tokens=False)
+    full = tokenizer.decode(ids, skip_special_tokens=False) if decoded is None else decoded
     text = full.lstrip()
     positions = match_positions(text)
     if len(positions) == ids.count(match_id):

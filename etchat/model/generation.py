@@ -254,13 +254,14 @@ def _finish(tokenizer, settings, tokens, matches, match_id, request) -> MatchedA
             break
     if answer_tokens and answer_tokens[-1] in settings.eos_token_ids:
         answer_tokens = answer_tokens[:-1]
-    raw_text = tokenizer.decode(answer_tokens, skip_special_tokens=False).strip()
+    decoded = tokenizer.decode(answer_tokens, skip_special_tokens=False)
+    raw_text = decoded.strip()
     vid_steps = [i for i, t in enumerate(answer_tokens) if t == match_id]
     frame_indices = [matches[i][0] for i in vid_steps] if matches and matches[0] is not None else []
     similarities = [matches[i][1] for i in vid_steps] if frame_indices else []
     tags = request.tags
     times = [float(tags[f]) if tags is not None and f < len(tags) else float(f) for f in frame_indices]
-    offsets = match_token_offsets(tokenizer, answer_tokens, match_id) if vid_steps else []
+    offsets = match_token_offsets(tokenizer, answer_tokens, match_id, decoded) if vid_steps else []
     text = fill_match_tokens(raw_text, frame_indices, offsets=offsets) if frame_indices else raw_text
     return MatchedAnswer(
         text=text,
