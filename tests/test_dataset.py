@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import random
 from fractions import Fraction
 
@@ -148,6 +149,34 @@ def test_video_image_and_text_samples(tmp_path, media, tokenizer):
     assert trained_text(text, tokenizer) == "Hi there.<|end|>"
 
 
+def test_video_cache_decodes_a_shared_video_once_and_drops_the_least_recent(tmp_path, media, tokenizer, monkeypatch):
+    import etchat.data.video as video_module
+
+    decoded = []
+    real_load_video = video_module.load_video
+
+    def counting_load_video(path, **kwargs):
+        decoded.append(os.path.basename(path))
+        return real_load_video(path, **kwargs)
+
+    samples = [VIDEO_SAMPLE, dict(VIDEO_SAMPLE, src=[2.0]), dict(VIDEO_SAMPLE, video="long.mp4", duration=6.0)]
+    uncached = make_dataset(tmp_path, media, tokenizer, samples)
+    expected = [uncached[i]["image"] for i in (0, 1, 2, 0)]
+    monkeypatch.setattr(video_module, "load_video", counting_load_video)
+
+    cached = make_dataset(tmp_path, media, tokenizer, samples, video_cache_size=1)
+    items = [cached[i] for i in (0, 1, 2, 0)]
+    # short.mp4 once for samples 0 and 1; long.mp4 evicts it, so sample 0 decodes it again.
+    assert decoded == ["short.mp4", "long.mp4", "short.mp4"]
+    assert all(torch.equal(item["image"], frames) for item, frames in zip(items, expected))
+    assert items[1]["src"] == [2.0]
+
+    decoded.clear()
+    off = make_dataset(tmp_path, media, tokenizer, samples)
+    _ = [off[i] for i in (0, 1)]
+    assert decoded == ["short.mp4", "short.mp4"] and not off.video_cache
+
+
 def test_multi_turn_video_sample_shows_the_video_every_turn(tmp_path, media, tokenizer):
     item = make_dataset(tmp_path, media, tokenizer, [MULTI_TURN_SAMPLE])[0]
     assert item["input_ids"].tolist().count(VIDEO_TOKEN_INDEX) == 2
@@ -204,6 +233,10 @@ def test_filters_and_summary(tmp_path, media, tokenizer, caplog):
     # min_num_words counts the words of the first answer: "Hi there." has 2, "It is red." 3.
     dataset = make_dataset(tmp_path, media, tokenizer, samples, min_num_words=3, min_video_len=4)
     assert [s.get("source") for s in dataset.samples] == ["long_video", "coco", "long"]
+
+    # Only samples whose task is listed; a sample without a task field has none.
+    dataset = make_dataset(tmp_path, media, tokenizer, samples, tasks=["tvg", "dvc"])
+    assert [s.get("source") for s in dataset.samples] == ["charades", "long_video"]
 
 
 def test_inconsistent_samples_are_errors_naming_them(tmp_path, media, tokenizer):

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
@@ -33,12 +33,14 @@ class DataArguments:
     image_folder: str | None = field(default=None, metadata={"help": "root of the `image` paths"})
     video_folder: str | None = field(default=None, metadata={"help": "root of the `video` paths"})
     video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
+    video_cache_size: int = field(default=0, metadata={"help": "decoded videos kept in memory (LRU), 0 = off"})
     fps: float = field(default=1.0, metadata={"help": "frames sampled per second of video"})
     min_video_len: float | None = field(default=None, metadata={"help": "drop/reject videos shorter than this (s)"})
     max_video_len: float | None = field(default=None, metadata={"help": "drop/reject videos longer than this (s)"})
     min_num_words: int | None = field(default=None, metadata={"help": "drop samples whose first answer is shorter"})
     max_num_words: int | None = field(default=None, metadata={"help": "drop samples whose first answer is longer"})
     max_retries: int = field(default=10, metadata={"help": "other random samples tried when one fails to load"})
+    tasks: list[str] | None = field(default=None, metadata={"help": "keep only samples whose `task` is one of these"})
     image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square with the mean colour"})
     vision_processor: str = field(default="clip_center_224", metadata={"help": "frame transform name"})
     conv_type: str = field(default="phi3", metadata={"help": "conversation template"})
@@ -65,7 +67,9 @@ def _count_words(sample: dict) -> int:
 
 
 def keep_sample(sample: dict, args: DataArguments) -> bool:
-    """Whether ``sample`` passes the first-answer word count and duration filters."""
+    """Whether ``sample`` passes the task, first-answer word count and duration filters."""
+    if args.tasks and sample.get("task") not in args.tasks:
+        return False
     if _enabled(args.min_num_words) or _enabled(args.max_num_words):
         num_words = _count_words(sample) if len(sample["conversations"]) > 1 else 0
         if _enabled(args.min_num_words) and num_words < args.min_num_words:
@@ -168,6 +172,8 @@ class SupervisedDataset(Dataset):
         self.tokenizer = tokenizer
         self.args = data_args
         self.transform = build_transform(data_args.vision_processor, inference=False)
+        # Per process: each data-loader worker holds its own copy of the dataset, so its own cache.
+        self.video_cache: OrderedDict[str, object] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -214,9 +220,38 @@ class SupervisedDataset(Dataset):
             f"last error: {last_error}"
         ) from last_error
 
+    def load_video_frames(self, path: str):
+        """Transformed frames and time tags of `path`, from the cache when it holds them.
+
+        The cache keeps a deterministic transform's output, so a cached video costs nothing; with a random crop it
+        keeps the decoded frames and each sample crops them anew.
+        """
+        from etchat.data.video import load_video
+
+        random_crop = getattr(self.transform, "random_crop", True)
+        entry = self.video_cache.get(path)
+        if entry is not None:
+            self.video_cache.move_to_end(path)
+        else:
+            args = self.args
+            clip = load_video(
+                path,
+                fps=args.fps,
+                min_len=args.min_video_len,
+                max_len=args.max_video_len,
+                num_threads=args.video_decode_threads,
+            )
+            entry = (clip.frames if random_crop else self.transform(clip.frames), clip.tags)
+            if args.video_cache_size > 0:
+                self.video_cache[path] = entry
+                if len(self.video_cache) > args.video_cache_size:
+                    self.video_cache.popitem(last=False)
+        frames, tags = entry
+        return (self.transform(frames) if random_crop else frames), tags
+
     def load(self, idx: int) -> dict:
         """Sample ``idx`` without retries."""
-        from etchat.data.video import load_image, load_video
+        from etchat.data.video import load_image
 
         sample, args = self.samples[idx], self.args
         conversations = [dict(message) for message in sample["conversations"]]
@@ -228,17 +263,10 @@ class SupervisedDataset(Dataset):
 
         modality, frames, tag = modality_of(sample), None, None
         if modality == "image":
-            frames = load_image(self.media_path(idx), pad_to_square=args.image_pad_to_square)
+            frames = self.transform(load_image(self.media_path(idx), pad_to_square=args.image_pad_to_square))
         elif modality == "video":
-            clip = load_video(
-                self.media_path(idx),
-                fps=args.fps,
-                min_len=args.min_video_len,
-                max_len=args.max_video_len,
-                num_threads=args.video_decode_threads,
-            )
-            frames = clip.frames
-            tag = clip.tags if args.use_time_tag else None
+            frames, tags = self.load_video_frames(self.media_path(idx))
+            tag = tags if args.use_time_tag else None
 
         data = preprocess(
             conversations,
@@ -249,7 +277,7 @@ class SupervisedDataset(Dataset):
             gather_conv_query=args.gather_conv_query,
         )
         data.update(
-            image=self.transform(frames) if frames is not None else None,
+            image=frames,
             src=list(src) if src is not None else None,
             tgt=list(tgt) if tgt is not None else None,
             tag=tag,

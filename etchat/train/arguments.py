@@ -64,6 +64,13 @@ class DataArguments:
     image_path: str | None = field(default=None, metadata={"help": "root of the samples' `image` paths"})
     video_path: str | None = field(default=None, metadata={"help": "root of the samples' `video` paths"})
     video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
+    video_cache_size: int = field(
+        default=0,
+        metadata={
+            "help": "decoded videos each data-loader worker keeps in memory (least recently used dropped first; 0 = "
+            "off): for annotation files with several samples per video; use with --dataloader_persistent_workers"
+        },
+    )
     image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square (mean colour)"})
     gather_conv_query: bool = field(
         default=False, metadata={"help": "video only in the first user turn, Q-Former reads all user turns joined"}
@@ -74,6 +81,9 @@ class DataArguments:
     min_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is shorter; -1 = off"})
     max_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is longer; -1 = off"})
     max_retries: int = field(default=10, metadata={"help": "random replacements tried for a sample that fails"})
+    tasks: str | None = field(
+        default=None, metadata={"help": "keep only samples whose `task` field is one of these (comma-separated)"}
+    )
 
 
 @dataclass
@@ -152,12 +162,14 @@ def dataset_options(
         image_folder=data_args.image_path,
         video_folder=data_args.video_path,
         video_decode_threads=max(data_args.video_decode_threads, 1),
+        video_cache_size=data_args.video_cache_size,
         fps=data_args.fps,
         min_video_len=data_args.min_video_len,
         max_video_len=data_args.max_video_len,
         min_num_words=data_args.min_num_words,
         max_num_words=data_args.max_num_words,
         max_retries=data_args.max_retries,
+        tasks=[t for t in data_args.tasks.split(",") if t] if data_args.tasks else None,
         image_pad_to_square=data_args.image_pad_to_square,
         gather_conv_query=data_args.gather_conv_query,
         vision_processor=model_args.vision_processor,
