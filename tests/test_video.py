@@ -110,6 +110,21 @@ def test_backends_agree(videos):
     assert (a.frames.int() - b.frames.int()).abs().max() <= 6
 
 
+def test_pyav_skipping_unwanted_frames_gives_the_frames_of_a_full_decode(tmp_path, monkeypatch):
+    # libx264's defaults use B-frames, some of which no other frame references: those the sampling does not keep
+    # may be dropped by the decoder, but every kept frame must be the one a frame-by-frame decode gives.
+    import etchat.data.video as video_module
+
+    path = tmp_path / "gradient.mp4"
+    write_test_video(path, 60, 6, size=(48, 64), color_fn=lambda i: (4 * i, 255 - 4 * i, (37 * i) % 256))
+    skipped = load_video(path, fps=1.5, backend="pyav")
+    monkeypatch.setattr(video_module, "_decode_skipping", lambda *args: None)
+    full = load_video(path, fps=1.5, backend="pyav")
+    assert skipped.indices == full.indices == expected_sampling(60, 6, 1.5)[0]
+    assert torch.equal(skipped.frames, full.frames)
+    assert torch.equal(skipped.frames, load_video(path, fps=1.5, backend="decord").frames)
+
+
 def test_auto_uses_pyav_without_decord(videos, monkeypatch):
     paths, specs = videos
     monkeypatch.setitem(sys.modules, "decord", None)  # makes `import decord` raise ImportError

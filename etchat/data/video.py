@@ -102,9 +102,49 @@ def _read_decord(path: str, fps: float, min_len, max_len, num_threads: int) -> V
     return VideoClip(frames, frame_tags(indices, avg_fps), duration, indices, avg_fps)
 
 
-def _count_packets(container, stream) -> int:
+def _packet_timestamps(container, stream) -> list[int | None]:
     # decord's frame count is the number of demuxed packets of the video stream; PyAV adds one empty flush packet.
-    return sum(1 for packet in container.demux(stream) if packet.size > 0)
+    return [packet.pts for packet in container.demux(stream) if packet.size > 0]
+
+
+def _decode_pyav(path: str, indices: list[int], timestamps: list[int | None], num_threads: int, skip: bool) -> dict:
+    """Frames at `indices` (presentation order) as RGB arrays, decoding the stream once from the start.
+
+    With `skip`, packets of frames nobody asked for are decoded with `skip_frame="NONREF"`: the decoder then drops
+    them when no other frame references them, which leaves every kept frame bit-identical. Frames are placed by their
+    timestamps, so this needs every packet to carry a distinct one.
+    """
+    import av
+
+    wanted = set(indices)
+    position_of = {pts: i for i, pts in enumerate(sorted(timestamps))} if skip else {}
+    decoded = {}
+    with av.open(path) as container:
+        stream = container.streams.best("video")
+        if num_threads != 1:
+            stream.thread_type = "AUTO"
+            stream.thread_count = num_threads
+        codec = stream.codec_context
+        position = -1
+        for packet in container.demux(stream):
+            if skip and packet.size > 0:
+                codec.skip_frame = "DEFAULT" if position_of[packet.pts] in wanted else "NONREF"
+            for frame in codec.decode(packet):
+                position = position_of[frame.pts] if skip else position + 1
+                if position in wanted:
+                    decoded[position] = frame.to_ndarray(format="rgb24")
+            if len(decoded) == len(wanted) or (not skip and position >= indices[-1]):
+                break
+    return decoded
+
+
+def _decode_skipping(path: str, indices: list[int], timestamps: list[int], num_threads: int) -> dict | None:
+    """`_decode_pyav` with skipping; None when the frames' timestamps do not place them (decode without skipping)."""
+    try:
+        decoded = _decode_pyav(path, indices, timestamps, num_threads, skip=True)
+    except KeyError:  # a frame with a timestamp that no packet had
+        return None
+    return decoded if len(decoded) == len(set(indices)) else None
 
 
 def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
@@ -116,33 +156,26 @@ def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int) -> Vid
             if stream is None:
                 raise VideoReadError(f"Cannot read {path}: no video stream")
             avg_fps = float(stream.average_rate) if stream.average_rate else 0.0
-            num_frames = _count_packets(container, stream)
+            timestamps = _packet_timestamps(container, stream)
     except av.error.FFmpegError as e:
         raise VideoReadError(f"Cannot read {path} with PyAV: {e}") from e
 
+    num_frames = len(timestamps)
     _check_stream(path, num_frames, avg_fps)
     duration = video_duration(num_frames, avg_fps)
     _check_length(path, duration, min_len, max_len)
 
     indices = sample_frame_indices(num_frames, avg_fps, fps)
-    wanted = set(indices)
-    decoded = {}
+    # Skipping needs distinct packet timestamps to place frames; otherwise frames are counted as they come.
+    skip = None not in timestamps and len(set(timestamps)) == num_frames
     try:
-        with av.open(path) as container:
-            stream = container.streams.best("video")
-            if num_threads != 1:
-                stream.thread_type = "AUTO"
-                stream.thread_count = num_threads
-            # Sequential decoding: slower than seeking, but frame-exact.
-            for position, frame in enumerate(container.decode(stream)):
-                if position in wanted:
-                    decoded[position] = frame.to_ndarray(format="rgb24")
-                if position >= indices[-1]:
-                    break
+        decoded = _decode_skipping(path, indices, timestamps, num_threads) if skip else None
+        if decoded is None:
+            decoded = _decode_pyav(path, indices, timestamps, num_threads, skip=False)
     except av.error.FFmpegError as e:
         raise VideoReadError(f"Cannot decode {path} with PyAV: {e}") from e
 
-    missing = sorted(wanted - decoded.keys())
+    missing = sorted(set(indices) - decoded.keys())
     if missing:
         raise VideoReadError(f"Cannot decode {path} with PyAV: frames {missing} of {num_frames} could not be decoded")
     frames = torch.from_numpy(np.stack([decoded[i] for i in indices]))
