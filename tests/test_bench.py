@@ -196,3 +196,15 @@ def test_proposed_encoding_gives_the_frame_tokens_of_encode_videos():
     assert [a.shape for a in actual] == [(5, 64), (11, 64)]
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 224, 298), (2, 240, 320), (2, 300, 224)])
+def test_published_transform_replays_the_projects_values(shape):
+    # The baseline's transform costs what the published one does; its values are the project's transform's.
+    from etchat.bench.published import published_transform
+    from etchat.data.transforms import build_transform
+
+    frames = torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ours = build_transform("clip_center_224", inference=True)(frames)
+    assert published_transform(frames).shape == ours.shape == (shape[0], 3, 224, 224)
+    torch.testing.assert_close(published_transform(frames), ours, rtol=0, atol=1e-5)

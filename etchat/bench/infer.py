@@ -1,8 +1,10 @@
 """`infer` scenario: E.T.-Bench-shaped inference, the published approach against ours.
 
-Published approach: one sample at a time, eager attention, the video decoded with one thread in the main process.
-Ours: batched `generate` over a list of requests, sdpa, videos decoded ahead in DataLoader worker processes, batches
-formed from samples of similar length (frame counts are known from the annotations before decoding).
+Published approach: one sample at a time, eager attention, the video decoded by decord with one thread in the main
+process and transformed the published way (`etchat.bench.published`). Ours: batched `generate` over a list of
+requests, sdpa, videos decoded (by the project's reader) and transformed (by the project's transform) ahead in
+DataLoader worker processes, batches formed from samples of similar length (frame counts are known from the
+annotations before decoding).
 
 `ours+proposals` is ours with the changes of `etchat.bench.proposals` (for code the benchmark does not own) applied.
 On CPU all configurations use the same number of torch threads (see `default_configs`).
@@ -31,10 +33,11 @@ from etchat.bench.measure import (
 )
 from etchat.bench.models import build_model
 from etchat.bench.proposals import encode_videos_per_video
+from etchat.bench.published import published_transform
 from etchat.bench.report import format_table
 from etchat.bench.workload import SampleShape, build_prompt_ids, draw_shapes, ensure_videos
 from etchat.data.transforms import build_transform
-from etchat.data.video import load_video
+from etchat.data.video import decord_available, load_video
 from etchat.model.generation import GenerationRequest, GenerationSettings, generate
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class InferConfig:
     sort_by_length: bool = False
     threads: int | None = None  # torch intra-op threads of the model process; None: torch's default (all cores)
     proposals: bool = False  # apply etchat.bench.proposals (changes proposed for code outside the benchmark)
+    published_io: bool = False  # decode with decord and transform as the published code does
 
 
 def flash_attention_available() -> bool:
@@ -78,9 +82,9 @@ def default_configs(device_type: str, batch_size: int, num_workers: int | None, 
         workers = num_workers if num_workers is not None else max(1, cores // 2)
         threads = max(1, cores - workers)
     configs = [
-        InferConfig("published", 1, "eager", half, threads=threads),
-        InferConfig("b1-sdpa", 1, "sdpa", half, threads=threads),
-        InferConfig(f"b{batch_size}-eager", batch_size, "eager", half, threads=threads),
+        InferConfig("published", 1, "eager", half, threads=threads, published_io=True),
+        InferConfig("b1-sdpa", 1, "sdpa", half, threads=threads, published_io=True),
+        InferConfig(f"b{batch_size}-eager", batch_size, "eager", half, threads=threads, published_io=True),
         InferConfig("ours", batch_size, "sdpa", half, workers, sort_by_length=True, threads=threads),
         InferConfig("ours-bf16", batch_size, "sdpa", "bf16", workers, sort_by_length=True, threads=threads),
         InferConfig("ours+proposals", batch_size, "sdpa", half, workers, True, threads, proposals=True),
@@ -163,8 +167,11 @@ def run_config(config: dict) -> dict:
     prompts = [build_prompt_ids(s, tokenizer, config["seed"]) for s in shapes]
     if config["proposals"]:
         model.encode_videos = functools.partial(encode_videos_per_video, model)
-    transform = build_transform("clip_center_224", inference=True)
-    dataset = VideoRequests(shapes, prompts, config["backend"], transform)
+    if config["published_io"]:
+        transform, backend = published_transform, "decord" if decord_available() else config["backend"]
+    else:
+        transform, backend = build_transform("clip_center_224", inference=True), config["backend"]
+    dataset = VideoRequests(shapes, prompts, backend, transform)
     batches = make_batches(shapes, config["batch_size"], config["sort_by_length"])
     _warm_up(model, tokenizer, config["seed"])
 
@@ -315,7 +322,7 @@ def _describe_workload(args, shapes) -> str:
         f"prompts {args.prompt_tokens[0]}-{args.prompt_tokens[1]} tokens, answers {args.answer_tokens[0]}-"
         f"{args.answer_tokens[1]} tokens (greedy, EOS disabled); {args.geometry} geometry, random weights; videos "
         f"H.264 at {args.video_fps:g} fps, short side {args.video_size} px, "
-        f"reader {args.backend}."
+        f"reader {args.backend} for ours, decord and the published transform for the batch-1 and eager rows."
     )
 
 
