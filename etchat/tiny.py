@@ -56,6 +56,10 @@ class TinyGeometry:
     def qformer_config(self) -> dict:
         return self.qformer or dict(TINY_QFORMER)
 
+    def vision_processor(self) -> str:
+        """The frame transform whose output size the tiny vision tower takes."""
+        return f"clip_center_{self.vision_config()['img_size']}"
+
 
 def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
@@ -126,6 +130,7 @@ def write_tiny_base(out_dir: str, geometry: TinyGeometry | None = None, corpus=N
         "vision_config": geometry.vision_config(),
         "qformer_config": geometry.qformer_config(),
         "num_query_tokens": geometry.num_query_tokens,
+        "vision_processor": geometry.vision_processor(),
         "geometry": asdict(geometry),
     }
     with open(os.path.join(out_dir, "tiny.json"), "w") as f:
@@ -136,8 +141,11 @@ def write_tiny_base(out_dir: str, geometry: TinyGeometry | None = None, corpus=N
 PRESETS = {
     "test": TinyGeometry(),
     # A little more room for the quickstart's model to learn grounding in minutes. No Q-Former dropout: on a CPU,
-    # attention dropout sends sdpa down its slow math path, which alone cost a third of a training step.
+    # attention dropout sends sdpa down its slow math path, which alone cost a third of a training step. Frames of
+    # 112 px (patches of 16, the same 7 x 7 grid over the frame as 32 px patches of 224 px frames): a quarter of the
+    # pixels to move from the data loaders and through the vision tower.
     "quickstart": TinyGeometry(
+        vision=dict(img_size=112, patch_size=16, width=32, depth=3, num_heads=2, mlp_dim=64),
         llm_hidden=128,
         llm_layers=4,
         llm_heads=4,
@@ -152,6 +160,8 @@ NEW_AT_STAGE_1 = ("qformer_proj", "qformer_q_proj", "qformer_k_proj", "qformer_v
 def training_args(spec: dict) -> list[str]:
     """The train.py flags that select this tiny geometry (JSON without spaces, so shells can pass it unquoted)."""
     return [
+        "--vision_processor",
+        spec.get("vision_processor", "clip_center_224"),
         "--vision_config",
         json.dumps(spec["vision_config"], separators=(",", ":")),
         "--qformer_config",
@@ -168,6 +178,7 @@ def build_untrained(spec: dict, **overrides):
 
     fields = ("pretrain_vision_tower", "pretrain_qformer", "vision_config", "qformer_config", "num_query_tokens")
     kwargs = {k: spec[k] for k in fields}
+    kwargs["vision_processor"] = spec.get("vision_processor", "clip_center_224")
     kwargs.update(use_matching=True, bi_attention=True, **overrides)
     model, tokenizer = load_etchat(
         spec["model_name_or_path"], language_model="phi3", new_modules=NEW_AT_STAGE_1, **kwargs

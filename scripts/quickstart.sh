@@ -7,7 +7,8 @@
 #   QS_DIR        where everything goes [work_dirs/quickstart]
 #   QS_SEED       data and model seed [0]
 #   QS_TRAIN_VIDEOS / QS_TEST_VIDEOS / QS_IMAGES   synthetic data sizes [300 / 60 / 200]
-#   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 2]
+#   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 3]
+#   QS_STAGE3_TASKS   stage-3 training tasks [tvg,tal,vhd,dvc: those that train <vid> matching]
 #   QS_THREADS    torch threads per process [all cores]
 # Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
 # resumes from its newest checkpoint).
@@ -47,7 +48,8 @@ TINY_ARGS=$(python -m etchat.tiny "$BASE" --print_args)
 # Tiny-model settings shared by the three stages: single CPU process without DeepSpeed, small batches, a learning
 # rate and tuning mode a toy model learns with in minutes (the published ones are for Phi-3-mini on 8 GPUs).
 export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none PRECISION=fp32 NUM_WORKERS=2 PER_DEVICE_BATCH=8 GLOBAL_BATCH=8
-COMMON="--report_to none --logging_steps 20 --save_steps 200 --save_total_limit 1 --gradient_checkpointing False --seed $SEED"
+# The tiny geometry and its frame size go to every stage (the stage scripts name the published ones).
+COMMON="$TINY_ARGS --report_to none --logging_steps 20 --save_steps 200 --save_total_limit 1 --gradient_checkpointing False --seed $SEED"
 
 done_stage() { [ -f "$1/config.json" ] && [ -f "$1/model.safetensors" ]; }
 
@@ -56,7 +58,7 @@ if ! done_stage "$QS_DIR/stage-1"; then
     MODEL_PATH="$BASE/Phi-3-mini-4k-instruct" VISION_TOWER_PATH="$BASE/eva_vit_g.pth" \
     QFORMER_PATH="$BASE/instruct_blip_vicuna7b_trimmed.pth" ANNO_PATH="$DATA/stage1.json" IMAGE_PATH="$DATA" \
     VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-1" \
-    EXTRA_ARGS="$TINY_ARGS $COMMON --num_train_epochs ${QS_STAGE1_EPOCHS:-1} --learning_rate 2e-3" \
+    EXTRA_ARGS="$COMMON --num_train_epochs ${QS_STAGE1_EPOCHS:-1} --learning_rate 2e-3" \
         bash scripts/train_stage_1.sh
 fi
 
@@ -68,21 +70,33 @@ if ! done_stage "$QS_DIR/stage-2"; then
 fi
 
 step "5/6 stage 3: <vid> matching on ET-Instruct-style samples"
+# The grounding tasks only: the multiple-choice ones train no <vid> matching and take LM capacity the toy model needs.
+# Each video serves several samples, so the data loaders keep decoded videos across steps and epochs.
+STAGE3_ARGS="--num_train_epochs ${QS_STAGE3_EPOCHS:-3} --learning_rate 2e-3 --lora_enable False --tuning_mode llm"
+STAGE3_ARGS+=" --tasks ${QS_STAGE3_TASKS:-tvg,tal,vhd,dvc}"
+STAGE3_ARGS+=" --video_cache_size ${QS_TRAIN_VIDEOS:-300} --dataloader_persistent_workers True"
 if ! done_stage "$QS_DIR/stage-3"; then
     ANNO_PATH="$DATA/stage3.json" VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-3" \
-    EXTRA_ARGS="$COMMON --num_train_epochs ${QS_STAGE3_EPOCHS:-2} --learning_rate 2e-3 --lora_enable False --tuning_mode llm" \
-        bash scripts/train_stage_3.sh "$QS_DIR/stage-2"
+    EXTRA_ARGS="$COMMON $STAGE3_ARGS" bash scripts/train_stage_3.sh "$QS_DIR/stage-2"
 fi
 
 step "6/6 inference on the test split and scoring (trained model, untrained model, random spans)"
 INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96 --save_sims --plot 6)
-ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/stage-3" "${INFER_ARGS[@]}"
+# metrics.json is written last, so a folder that has it is complete; otherwise inference resumes, then scores.
+scored() { [ -f "$1/etbench/metrics.json" ]; }
+if ! scored "$QS_DIR/stage-3"; then
+    ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/stage-3" "${INFER_ARGS[@]}"
+fi
 if [ ! -f "$QS_DIR/untrained/config.json" ]; then
     python -m etchat.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
 fi
-ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/untrained" "${INFER_ARGS[@]}"
-python -m etchat.eval.baselines random_spans "$DATA/annotations/vid" "$QS_DIR/random/etbench" --seed "$SEED"
-python compute_metrics.py "$QS_DIR/random/etbench" > /dev/null
+if ! scored "$QS_DIR/untrained"; then
+    ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/untrained" "${INFER_ARGS[@]}"
+fi
+if ! scored "$QS_DIR/random"; then
+    python -m etchat.eval.baselines random_spans "$DATA/annotations/vid" "$QS_DIR/random/etbench" --seed "$SEED"
+    python compute_metrics.py "$QS_DIR/random/etbench" > /dev/null
+fi
 
 step "summary"
 python -m etchat.eval.baselines summary \

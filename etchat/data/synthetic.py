@@ -67,6 +67,11 @@ MULTIPLE_CHOICE_TASKS = ("rar", "rvq", "eca")
 
 # RNG stream ids: every video/image gets its own generator seeded by (seed, stream, index), so the splits never
 # share a random stream and one item does not depend on how many others are generated.
+# A named shape grows from this fraction of its size to all of it while on screen, so a single frame shows how far
+# into its span it is: without that cue the start and the end of a span look alike frame by frame, and a toy model
+# learns where a span's edges are long before it learns which edge is which.
+GROWTH_START = 0.5
+
 STREAM_IDS = {"train": 0, "test": 1, "image": 2, "text": 3}
 SPEC_DRAWS, ANNOTATION_DRAWS = 0, 1
 
@@ -100,11 +105,26 @@ class Event:
     def is_visible(self, t: float) -> bool:
         return self.start <= t <= self.end
 
+    def progress(self, t: float) -> float:
+        return (t - self.start) / (self.end - self.start)
+
     def position(self, t: float) -> tuple[int, int]:
-        progress = (t - self.start) / (self.end - self.start)
+        """Top-left corner of the full-size shape's box (it slides from `from_xy` to `to_xy`)."""
+        progress = self.progress(t)
         x = self.from_xy[0] + progress * (self.to_xy[0] - self.from_xy[0])
         y = self.from_xy[1] + progress * (self.to_xy[1] - self.from_xy[1])
         return round(x), round(y)
+
+    def size_at(self, t: float) -> int:
+        """Drawn size at `t`: the shape grows linearly from GROWTH_START of its diameter to all of it."""
+        return max(3, round(self.diameter * (GROWTH_START + (1 - GROWTH_START) * self.progress(t))))
+
+    def box(self, t: float) -> tuple[tuple[int, int], int]:
+        """(top-left corner, size) of the shape drawn at `t`, centred in its full-size box."""
+        x, y = self.position(t)
+        size = self.size_at(t)
+        offset = (self.diameter - size) // 2
+        return (x + offset, y + offset), size
 
 
 @dataclass(frozen=True)
@@ -292,8 +312,9 @@ def render_video_frame(spec: VideoSpec, t: float, masks: dict | None = None) -> 
         _paste(frame, mask, item.position(t, spec.size), item.gray)
     for event in spec.events:
         if event.is_visible(t):
-            mask = masks.setdefault((event.shape, event.diameter), shape_mask(event.shape, event.diameter))
-            _paste(frame, mask, event.position(t), COLOURS[event.colour])
+            xy, size = event.box(t)
+            mask = masks.setdefault((event.shape, size), shape_mask(event.shape, size))
+            _paste(frame, mask, xy, COLOURS[event.colour])
     return frame
 
 

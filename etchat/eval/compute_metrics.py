@@ -1032,7 +1032,10 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info(line)
 
         metrics_file = out_dir / "metrics.json"
-        metrics_file.write_text(json.dumps(_json_ready(collected), indent=4))
+        # Through a rename: a metrics.json that exists is complete (the quickstart skips scored folders by it).
+        partial = metrics_file.with_name(metrics_file.name + ".part")
+        partial.write_text(json.dumps(_json_ready(collected), indent=4))
+        os.replace(partial, metrics_file)
         logger.info(f"\nWrote {out_dir / 'metrics.log'} and {metrics_file}")
         overall, merged = summarize(collected)
         return {"groups": collected, "overall": overall, "merged": merged}
