@@ -1,6 +1,6 @@
 """The README's main job end to end: `bash scripts/quickstart.sh` trains a tiny E.T. Chat through the three stage
 scripts on synthetic videos and scores it; the trained model must ground events far better than the untrained model
-and random spans (about 13 minutes on a 2-core CPU)."""
+and random spans (about 20 minutes on a 2-core CPU)."""
 
 import json
 import os
