@@ -65,13 +65,13 @@ OPTION_LETTERS = string.ascii_uppercase
 TASKS = ("tvg", "vhd", "tal", "dvc", "rar", "rvq", "eca")
 MULTIPLE_CHOICE_TASKS = ("rar", "rvq", "eca")
 
-# RNG stream ids: every video/image gets its own generator seeded by (seed, stream, index), so the splits never
-# share a random stream and one item does not depend on how many others are generated.
 # A named shape grows from this fraction of its size to all of it while on screen, so a single frame shows how far
 # into its span it is: without that cue the start and the end of a span look alike frame by frame, and a toy model
 # learns where a span's edges are long before it learns which edge is which.
 GROWTH_START = 0.5
 
+# RNG stream ids: every video/image gets its own generator seeded by (seed, stream, index), so the splits never
+# share a random stream and one item does not depend on how many others are generated.
 STREAM_IDS = {"train": 0, "test": 1, "image": 2, "text": 3}
 SPEC_DRAWS, ANNOTATION_DRAWS = 0, 1
 

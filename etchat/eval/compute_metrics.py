@@ -55,6 +55,8 @@ from nncore.ops import temporal_iou
 from tabulate import tabulate
 from tqdm import tqdm
 
+from etchat.eval.io import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 IOU_THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
@@ -1032,10 +1034,8 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info(line)
 
         metrics_file = out_dir / "metrics.json"
-        # Through a rename: a metrics.json that exists is complete (the quickstart skips scored folders by it).
-        partial = metrics_file.with_name(metrics_file.name + ".part")
-        partial.write_text(json.dumps(_json_ready(collected), indent=4))
-        os.replace(partial, metrics_file)
+        # Atomic: a metrics.json that exists is complete (the quickstart skips scored folders by it).
+        write_json_atomic(metrics_file, _json_ready(collected), indent=4)
         logger.info(f"\nWrote {out_dir / 'metrics.log'} and {metrics_file}")
         overall, merged = summarize(collected)
         return {"groups": collected, "overall": overall, "merged": merged}

@@ -40,14 +40,14 @@ def shard_name(stem: str, chunk: int, index: int) -> str:
     return f"{stem}_{index}" if chunk > 1 else stem
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
+def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, ensure_ascii=False)
+            json.dump(obj, f, ensure_ascii=False, indent=indent)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
