@@ -1,9 +1,9 @@
-"""E.T. Bench scoring: ``python compute_metrics.py <file-or-folder> [--subset]``.
+"""E.T. Bench scoring: ``python compute_metrics.py <file-or-folder> [--subset]``, as the official script is called.
 
-A thin entry point; the implementation is ``etchat/eval/compute_metrics.py``.
+A thin entry point; the implementation is ``etchat/eval/etbench/compute_metrics.py``.
 """
 
-from etchat.eval.compute_metrics import main
+from etchat.eval.etbench.compute_metrics import main
 
 if __name__ == "__main__":
     main()

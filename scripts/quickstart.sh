@@ -13,11 +13,8 @@
 # Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
 # resumes from its newest checkpoint).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-# shellcheck disable=SC1091
-. "$ROOT/scripts/setup_env.sh"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=scripts/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 export SKIP_SETUP=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-}"   # the quickstart is a CPU job
 export OMP_NUM_THREADS="${QS_THREADS:-$(nproc)}"
@@ -33,21 +30,19 @@ START=$(date +%s)
 step() { printf '\n\033[1m[quickstart %4ds] %s\033[0m\n' "$(( $(date +%s) - START ))" "$*"; }
 
 step "1/6 synthetic data -> $DATA"
-python -m etchat.data.synthetic --out "$DATA" --seed "$SEED" \
+python -m etchat.toy.synthetic --out "$DATA" --seed "$SEED" \
     --num_train_videos "${QS_TRAIN_VIDEOS:-300}" --num_test_videos "${QS_TEST_VIDEOS:-60}" \
     --num_images "${QS_IMAGES:-200}"
 
 step "2/6 tiny base weights (Phi-3 folder, eva_vit_g.pth, instruct_blip .pth) -> $BASE"
 if [ ! -f "$BASE/tiny.json" ]; then
-    python -c "import json, sys; from etchat.data.synthetic import corpus_texts; json.dump(corpus_texts(sys.argv[1]), open(sys.argv[2], 'w'))" \
-        "$DATA" "$QS_DIR/corpus.json"
-    python -m etchat.tiny "$BASE" --corpus "$QS_DIR/corpus.json" --seed "$SEED" --preset quickstart
+    python -m etchat.toy.tiny "$BASE" --corpus "$DATA" --seed "$SEED" --preset quickstart
 fi
-TINY_ARGS=$(python -m etchat.tiny "$BASE" --print_args)
+TINY_ARGS=$(python -m etchat.toy.tiny "$BASE" --print_args)
 
 # Tiny-model settings shared by the three stages: single CPU process without DeepSpeed, small batches, a learning
 # rate and tuning mode a toy model learns with in minutes (the published ones are for Phi-3-mini on 8 GPUs).
-export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none PRECISION=fp32 NUM_WORKERS=2 PER_DEVICE_BATCH=8 GLOBAL_BATCH=8
+export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none DTYPE=float32 NUM_WORKERS=2 PER_DEVICE_BATCH=8 GLOBAL_BATCH=8
 # The tiny geometry and its frame size go to every stage (the stage scripts name the published ones).
 COMMON="$TINY_ARGS --report_to none --logging_steps 20 --save_steps 200 --save_total_limit 1 --gradient_checkpointing False --seed $SEED"
 
@@ -88,18 +83,18 @@ if ! scored "$QS_DIR/stage-3"; then
     ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/stage-3" "${INFER_ARGS[@]}"
 fi
 if [ ! -f "$QS_DIR/untrained/config.json" ]; then
-    python -m etchat.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
+    python -m etchat.toy.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
 fi
 if ! scored "$QS_DIR/untrained"; then
     ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/untrained" "${INFER_ARGS[@]}"
 fi
 if ! scored "$QS_DIR/random"; then
-    python -m etchat.eval.baselines random_spans "$DATA/annotations/vid" "$QS_DIR/random/etbench" --seed "$SEED"
-    python compute_metrics.py "$QS_DIR/random/etbench" > /dev/null
+    python -m etchat.toy.baselines random_spans "$DATA/annotations/vid" "$QS_DIR/random/etbench" --seed "$SEED"
+    python -m etchat.eval.etbench "$QS_DIR/random/etbench" > /dev/null
 fi
 
 step "summary"
-python -m etchat.eval.baselines summary \
+python -m etchat.toy.baselines summary \
     trained="$QS_DIR/stage-3/etbench" untrained="$QS_DIR/untrained/etbench" random="$QS_DIR/random/etbench"
 echo "Timeline plots of some test samples: $QS_DIR/stage-3/etbench/plots/"
 echo "Total time: $(( $(date +%s) - START )) s"

@@ -9,14 +9,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """Tiny base weights in the published formats (Phi-3 folder, eva_vit_g.pth, instruct_blip trimmed .pth)."""
-    from etchat.tiny import write_tiny_base
+    from etchat.toy.tiny import write_tiny_base
 
     return write_tiny_base(str(tmp_path_factory.mktemp("tiny_base")))
 
 
 def build_tiny_etchat(spec, **overrides):
     """An E.T. Chat model started from tiny base weights, as stage 1 starts from the published ones."""
-    from etchat.tiny import build_untrained
+    from etchat.toy.tiny import build_untrained
 
     return build_untrained(spec, **overrides)
 

@@ -21,13 +21,13 @@ from etchat.constants import VIDEO_TOKEN_INDEX
 
 
 def _common(tmp_path, output):
-    return ["--video-dir", str(tmp_path / "videos"), "--video-size", "64", "--output", str(output)]
+    return ["--video_dir", str(tmp_path / "videos"), "--video_size", "64", "--output", str(output)]
 
 
 def test_infer_prints_table_and_appends_section(tmp_path, capsys):
     output = tmp_path / "benchmarks.md"
-    argv = ["infer", "--samples", "3", "--batch-size", "2", "--workers", "1", "--frames", "3", "5"]
-    argv += ["--prompt-tokens", "60", "70", "--answer-tokens", "2", "3", "--configs", "published,ours"]
+    argv = ["infer", "--samples", "3", "--batch_size", "2", "--workers", "1", "--frames", "3", "5"]
+    argv += ["--prompt_tokens", "60", "70", "--answer_tokens", "2", "3", "--configs", "published,ours"]
     main(argv + _common(tmp_path, output))  # each configuration in its own subprocess, as by default
 
     printed = capsys.readouterr().out
@@ -43,17 +43,17 @@ def test_infer_prints_table_and_appends_section(tmp_path, capsys):
 
 def test_train_prints_table_and_appends_section(tmp_path, capsys):
     output = tmp_path / "benchmarks.md"
-    argv = ["train", "--steps", "1", "--warmup-steps", "1", "--batch-size", "2", "--frames", "3", "4"]
+    argv = ["train", "--steps", "1", "--warmup_steps", "1", "--batch_size", "2", "--frames", "3", "4"]
     argv += [
-        "--prompt-tokens",
+        "--prompt_tokens",
         "60",
         "70",
-        "--answer-tokens",
+        "--answer_tokens",
         "20",
         "24",
         "--configs",
         "eager,sdpa+ckpt",
-        "--in-process",
+        "--in_process",
     ]
     main(argv + _common(tmp_path, output))
 
@@ -65,7 +65,7 @@ def test_train_prints_table_and_appends_section(tmp_path, capsys):
 
 def test_video_prints_table_and_appends_section(tmp_path, capsys):
     output = tmp_path / "benchmarks.md"
-    argv = ["video", "--videos", "2", "--seconds", "3", "--threads", "2", "--in-process"]
+    argv = ["video", "--videos", "2", "--seconds", "3", "--threads", "2", "--in_process"]
     main(argv + _common(tmp_path, output))
 
     printed = capsys.readouterr().out
@@ -87,7 +87,7 @@ def test_sections_are_appended_never_rewritten(tmp_path):
 
 def test_no_append_leaves_the_file_alone(tmp_path, capsys):
     output = tmp_path / "benchmarks.md"
-    argv = ["video", "--videos", "1", "--seconds", "2", "--configs", "pyav-1", "--in-process", "--no-append"]
+    argv = ["video", "--videos", "1", "--seconds", "2", "--configs", "pyav-1", "--in_process", "--no_append"]
     main(argv + _common(tmp_path, output))
     assert "| pyav-1" in capsys.readouterr().out
     assert not output.exists()
@@ -186,7 +186,7 @@ def test_proposed_encoding_gives_the_frame_tokens_of_encode_videos():
     from etchat.bench.models import build_model
     from etchat.bench.proposals import encode_videos_per_video
 
-    model, _ = build_model("tiny", "sdpa", "fp32", "cpu")
+    model, _ = build_model("tiny", "sdpa", "float32", "cpu")
     generator = torch.Generator().manual_seed(0)
     videos = [torch.randn(frames, 3, 224, 224, generator=generator) for frames in (5, 11)]
     queries = ["short question", "a much longer question about when the red circle appears in the video"]

@@ -1,4 +1,4 @@
-"""The video chat (etchat.chat): streaming, `<vid>` times, JSON, plots, conversations, and bad input via the CLI.
+"""The video chat (etchat.serve):  streaming, `<vid>` times, JSON, plots, conversations, and bad input via the CLI.
 
 The tiny model is untrained, so answers are gibberish: the tests check structure against independent expectations
 (the frame times of the decoded video, hand-written prompts, the colours of the test video's frames), not content.
@@ -37,9 +37,9 @@ def build_chat_checkpoint(spec: dict, out_dir: str, video_path: str) -> str:
     The `<vid>` row of the output embedding is pointed along the mean final hidden state of a short answer, so its
     logit is raised by about 0.5 at typical positions: enough to win greedy decoding sometimes, not always.
     """
-    from etchat.chat import VideoChat, chat_settings, read_video
     from etchat.model.loading import save_etchat
-    from etchat.tiny import build_untrained
+    from etchat.serve.session import VideoChat, chat_settings, read_video
+    from etchat.toy.tiny import build_untrained
 
     torch.manual_seed(0)
     model, tokenizer = build_untrained(spec)
@@ -69,14 +69,14 @@ def chat_checkpoint(tiny_base, video_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_model(chat_checkpoint):
-    from etchat.chat import load_chat_model
+    from etchat.serve.session import load_chat_model
 
     return load_chat_model(chat_checkpoint, device="cpu")
 
 
 @pytest.fixture
 def chat(chat_model, video_path):
-    from etchat.chat import VideoChat, chat_settings, read_video
+    from etchat.serve.session import VideoChat, chat_settings, read_video
 
     model, tokenizer = chat_model
     settings = chat_settings(model, greedy=True, max_new_tokens=MAX_NEW_TOKENS)
@@ -84,9 +84,9 @@ def chat(chat_model, video_path):
 
 
 def run_cli(*args, stdin=None, timeout=300) -> subprocess.Popen:
-    """Start ``python -m etchat.chat ARGS`` (several may run at once: each process spends seconds on imports)."""
+    """Start ``python -m etchat.serve.chat ARGS`` (several may run at once: each process spends seconds on imports)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "etchat.chat", *map(str, args)],
+        [sys.executable, "-m", "etchat.serve.chat", *map(str, args)],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -110,7 +110,7 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
 
 
 def test_time_strings():
-    from etchat.chat import answer_parts, join_parts, seconds_text
+    from etchat.serve.answer import answer_parts, join_parts, seconds_text
 
     assert seconds_text(12.0) == "12" and seconds_text(12.5) == "12.5" and seconds_text(0.0) == "0"
     parts = answer_parts("from <vid> to <vid>.", [3.0, 75.5])
@@ -121,8 +121,8 @@ def test_time_strings():
 
 
 def test_answer_stream_shows_times_and_holds_back_stop_string(chat_model):
-    from etchat.chat import AnswerStream
     from etchat.model.generation import GenerationSettings
+    from etchat.serve.answer import AnswerStream
 
     _, tokenizer = chat_model
     match_id = tokenizer.convert_tokens_to_ids("<vid>")
@@ -147,8 +147,8 @@ def test_answer_stream_shows_times_and_holds_back_stop_string(chat_model):
 
 def test_vid_spelled_out_in_plain_tokens_stays_text(chat_model):
     """Only the real `<vid>` token gets a time, in the stream and in the finished answer."""
-    from etchat.chat import AnswerStream, ChatAnswer
     from etchat.model.generation import GenerationSettings, MatchedAnswer
+    from etchat.serve.answer import AnswerStream, ChatAnswer
 
     _, tokenizer = chat_model
     match_id = tokenizer.convert_tokens_to_ids("<vid>")
@@ -218,14 +218,14 @@ def test_oldest_turns_leave_a_prompt_that_is_too_long(chat, monkeypatch):
     chat.ask("Second question?")
     with_all = len(chat.tokenizer(chat.prompt("Third?")).input_ids)
     # Room for the frames, the last turn and the new question, but not the first turn.
-    monkeypatch.setattr("etchat.chat.context_length", lambda model, tokenizer: with_all + 10)
+    monkeypatch.setattr("etchat.serve.session.context_length", lambda model, tokenizer: with_all + 10)
     prompt = chat.prompt("Third?")
     assert QUESTION not in prompt
     assert prompt.count("<image>") == 1 and prompt.index("<image>") < prompt.index("Second question?")
 
 
 def test_bad_question_is_refused(chat):
-    from etchat.chat import ChatInputError
+    from etchat.serve.session import ChatInputError
 
     for question in ("", "   ", "what is <vid>?", "<image> here"):
         with pytest.raises(ChatInputError):
@@ -260,9 +260,10 @@ def check_plot(path: Path) -> None:
 
 
 def test_main_prints_answer_json_and_plot(chat_checkpoint, video_path, tmp_path, capsys):
-    from etchat.chat import main
+    from etchat.serve.chat import main
 
-    common = ["--model", chat_checkpoint, "--video", video_path, "--greedy", "--max_new_tokens", str(MAX_NEW_TOKENS)]
+    common = ["--model_path", chat_checkpoint, "--video", video_path, "--greedy"]
+    common += ["--max_new_tokens", str(MAX_NEW_TOKENS)]
     plot_path = tmp_path / "timeline.png"
     assert main([*common, "--plot", str(plot_path), QUESTION]) == 0
     out_text, err_text = capsys.readouterr()
@@ -279,7 +280,7 @@ def test_main_prints_answer_json_and_plot(chat_checkpoint, video_path, tmp_path,
 
 @pytest.mark.slow
 def test_cli_streams_answer_and_chats(chat_checkpoint, video_path, tmp_path):
-    common = ["--model", chat_checkpoint, "--video", video_path, "--greedy", "--max_new_tokens", MAX_NEW_TOKENS]
+    common = ["--model_path", chat_checkpoint, "--video", video_path, "--greedy", "--max_new_tokens", MAX_NEW_TOKENS]
     plot_path = tmp_path / "timeline.png"
     text_run = run_cli(*common, "--plot", plot_path, QUESTION)
     chat_run = run_cli(*common, "--json", "--plot", plot_path, stdin=f"{QUESTION}\n\nAnd then?\n/quit\n")
@@ -321,16 +322,16 @@ def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path,
     write_test_video(long_video, 30, 1)  # 30 s
     not_etchat = tiny_base["model_name_or_path"]  # a plain Phi-3 folder
     mismatched = write_mismatched_checkpoint(chat_checkpoint, tmp_path / "mismatched")
-    model = ["--model", chat_checkpoint]
+    model = ["--model_path", chat_checkpoint]
     cases = {
         "missing video": ([*model, "--video", tmp_path / "nope.mp4", QUESTION], ["nope.mp4", "no such file"]),
         "empty video": ([*model, "--video", empty, QUESTION], ["empty.mp4", "empty"]),
         "corrupt video": ([*model, "--video", corrupt, QUESTION], ["corrupt.mp4"]),
         "long video": ([*model, "--video", long_video, "--max_video_len", 20, QUESTION], ["long.mp4", "too long"]),
         "empty question": ([*model, "--video", video_path, "  "], ["question is empty"]),
-        "missing checkpoint": (["--model", tmp_path / "none", "--video", video_path, QUESTION], ["none"]),
-        "not E.T. Chat": (["--model", not_etchat, "--video", video_path, QUESTION], ["not an E.T. Chat"]),
-        "mismatched checkpoint": (["--model", mismatched, "--video", video_path, QUESTION], ["frm_head"]),
+        "missing checkpoint": (["--model_path", tmp_path / "none", "--video", video_path, QUESTION], ["none"]),
+        "not E.T. Chat": (["--model_path", not_etchat, "--video", video_path, QUESTION], ["not an E.T. Chat"]),
+        "mismatched checkpoint": (["--model_path", mismatched, "--video", video_path, QUESTION], ["frm_head"]),
     }
     processes = {name: run_cli(*args, timeout=180) for name, (args, _) in cases.items()}
     for name, process in processes.items():
@@ -338,7 +339,7 @@ def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path,
         lines = err.strip().splitlines()
         assert rc == 2, f"{name}: exit code {rc}, stderr {err!r}"
         assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err!r}"
-        assert lines[0].startswith("etchat.chat: error: "), f"{name}: {err!r}"
+        assert lines[0].startswith("etchat.serve.chat: error: "), f"{name}: {err!r}"
         for word in cases[name][1]:
             assert word in lines[0], f"{name}: {word!r} not in {lines[0]!r}"
         assert out == "", f"{name}: {out!r}"

@@ -8,7 +8,7 @@ from tokenizers import pre_tokenizers
 from etchat.constants import IGNORE_INDEX, VIDEO_PLACEHOLDER, VIDEO_TOKEN_INDEX
 from etchat.data.conversation import get_conv, insert_placeholder, preprocess
 from etchat.data.tokenization import fill_match_tokens, match_token_offsets, tokenize
-from etchat.tiny_tokenizer import build_tiny_tokenizer
+from etchat.toy.tokenizer import build_tiny_tokenizer
 
 PHI3_SYSTEM = "<|system|>\nYou are a helpful AI assistant.<|end|>"
 

@@ -18,7 +18,7 @@ from etchat.data.collator import DataCollator
 from etchat.data.dataset import DataArguments, SupervisedDataset
 from etchat.data.sampler import ModalityGroupedSampler, modality_grouped_indices, split_balanced
 from etchat.model.loading import add_match_token, load_etchat
-from etchat.tiny_tokenizer import build_tiny_tokenizer
+from etchat.toy.tokenizer import build_tiny_tokenizer
 
 VIDEO_FPS = 3
 

@@ -1,4 +1,4 @@
-"""The web demo (etchat.demo) end to end: a real server driven by headless Chromium through selenium.
+"""The web demo (etchat.serve.demo) end to end: a real server driven by headless Chromium through selenium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium chromium-driver``) and the Python
 packages ``gradio`` and ``selenium``; the browser test is skipped with the reason when one is missing.
@@ -50,15 +50,15 @@ def free_port() -> int:
 
 
 def demo_command(*args) -> list[str]:
-    return [sys.executable, "-m", "etchat.demo", *map(str, args)]
+    return [sys.executable, "-m", "etchat.serve.demo", *map(str, args)]
 
 
 def test_demo_refuses_a_folder_that_is_not_a_checkpoint(tmp_path):
     result = subprocess.run(
-        demo_command("--model", tmp_path / "missing"), cwd=REPO, capture_output=True, text=True, timeout=120
+        demo_command("--model_path", tmp_path / "missing"), cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    expected = f"etchat.demo: error: {tmp_path / 'missing'}: no such checkpoint folder"
+    expected = f"etchat.serve.demo: error: {tmp_path / 'missing'}: no such checkpoint folder"
     assert result.stderr.strip().splitlines() == [expected]
 
 
@@ -76,7 +76,7 @@ def demo_url(tiny_base, video_path, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("demo_log") / "demo.log"
     with open(log, "w") as log_file:
-        command = demo_command("--model", checkpoint, "--greedy", "--max_new_tokens", 40, "--port", port)
+        command = demo_command("--model_path", checkpoint, "--greedy", "--max_new_tokens", 40, "--port", port)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         server = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"

@@ -10,14 +10,17 @@ import pytest
 import torch
 
 from etchat.data.tokenization import tokenize
-from etchat.eval import infer_charades, infer_etbench
+from etchat.eval import runner
+from etchat.eval.charades import infer as charades_infer
+from etchat.eval.charades import metrics as charades_metrics
+from etchat.eval.etbench import infer as etbench_infer
 from etchat.model import generation
 from etchat.model.generation import MatchedAnswer
 from tests.video_utils import write_test_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The phi3 template of SPEC 4, written out.
+# The phi3 template of docs/design.md §4, written out.
 PHI3_PROMPT = "<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\n{}<|end|>\n<|assistant|>\n"
 
 # (file name, samples): two files so that loading a folder concatenates them in name order.
@@ -72,8 +75,15 @@ def bench(tmp_path_factory):
     return root
 
 
+def run_benchmark(benchmark, model_and_tokenizer, argv):
+    args = runner.build_parser(benchmark, None).parse_args(argv)
+    return runner.run(benchmark, args, *model_and_tokenizer)
+
+
 def run_bench(model_and_tokenizer, bench, pred, *extra, anno=None):
-    args = infer_etbench.parse_args(
+    return run_benchmark(
+        etbench_infer.ETBENCH,
+        model_and_tokenizer,
         [
             "--anno_path", str(anno or bench / "annotations"),
             "--data_path", str(bench / "videos"),
@@ -82,9 +92,8 @@ def run_bench(model_and_tokenizer, bench, pred, *extra, anno=None):
             "--num_workers", "0",
             "--max_new_tokens", "4",
             *extra,
-        ]
+        ],
     )  # fmt: skip
-    return infer_etbench.run_etbench(args, *model_and_tokenizer)
 
 
 def load(path):
@@ -113,7 +122,7 @@ class GenerateSpy:
 @pytest.fixture
 def spy(monkeypatch):
     spy = GenerateSpy()
-    monkeypatch.setattr(infer_etbench, "generate", spy)
+    monkeypatch.setattr(runner, "generate", spy)
     return spy
 
 
@@ -124,11 +133,11 @@ def test_output_keeps_every_field_and_adds_the_answer(tiny_model, bench, tmp_pat
     assert all(isinstance(r["a"], str) and "error" not in r for r in records)
     assert len((tmp_path / "journal" / "etbench.jsonl").read_text().splitlines()) == len(ALL_SAMPLES)
     # The scorer accepts the folder: it reads etbench.json only (the journal is in a subfolder).
-    from etchat.eval.compute_metrics import load_samples, prediction_files
+    from etchat.eval.etbench.predictions import load_predictions, prediction_files
 
     files, _ = prediction_files(tmp_path)
     assert files == [tmp_path / "etbench.json"]
-    assert len(load_samples(files[0])) == len(ALL_SAMPLES)
+    assert len(load_predictions(files[0])) == len(ALL_SAMPLES)
 
 
 def test_shard_i_of_k_takes_samples_i_step_k(tiny_model, bench, tmp_path, spy):
@@ -187,7 +196,7 @@ def test_missing_video_gives_an_error_record_and_the_run_goes_on(tiny_model, ben
 
 def test_a_failing_sample_in_a_batch_fails_alone(tiny_model, bench, tmp_path, monkeypatch):
     spy = GenerateSpy(fail_on="light")
-    monkeypatch.setattr(infer_etbench, "generate", spy)
+    monkeypatch.setattr(runner, "generate", spy)
     run_bench(tiny_model, bench, tmp_path, "--batch_size", "3")
     records = load(tmp_path / "etbench.json")
     failed = [r for r in records if "error" in r]
@@ -235,9 +244,9 @@ def test_published_prompt_settings_and_video_input(tiny_model, bench, tmp_path, 
 
 
 def test_best_option_prefix_gets_a_space_unless_the_prompt_ends_with_a_newline():
-    assert infer_etbench.build_prompt("Q?", "phi3", best_option=True).endswith("<|assistant|>\nBest Option: (")
-    assert infer_etbench.build_prompt("Q?", "vicuna_v1", best_option=True).endswith("ASSISTANT: Best Option: (")
-    assert infer_etbench.build_prompt("Q?", "phi3") == PHI3_PROMPT.format("Q?")
+    assert etbench_infer.build_prompt("Q?", "phi3", best_option=True).endswith("<|assistant|>\nBest Option: (")
+    assert etbench_infer.build_prompt("Q?", "vicuna_v1", best_option=True).endswith("ASSISTANT: Best Option: (")
+    assert etbench_infer.build_prompt("Q?", "phi3") == PHI3_PROMPT.format("Q?")
 
 
 def test_rar_repetition_penalty_spares_vid_in_real_generation(tiny_model, bench, tmp_path, monkeypatch):
@@ -266,7 +275,7 @@ def test_save_sims_stores_curves_frame_times_and_matched_times(tiny_model, bench
             answers.append(MatchedAnswer("at 1", "at <vid>", [], [1], [r.tags[1]], [sim]))
         return answers
 
-    monkeypatch.setattr(infer_etbench, "generate", fake_generate)
+    monkeypatch.setattr(runner, "generate", fake_generate)
     run_bench(tiny_model, bench, tmp_path, "--save_sims", "--plot", "2")
     record = load(tmp_path / "etbench.json")[1]  # v1.mp4: 6 s
     assert record["sims"] == [[0.0, 0.75, 0.25, 0.0, 0.0, 0.0]]
@@ -282,11 +291,11 @@ def test_annotation_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"idx": 0, "task": "tvg", "source": "s", "video": "v.mp4"}]))
     with pytest.raises(ValueError, match=r"bad\.json: sample #0 lacks q"):
-        infer_etbench.load_annotations(bad)
+        etbench_infer.load_annotations(bad)
     twice = tmp_path / "twice.json"
     twice.write_text(json.dumps([ALL_SAMPLES[1], ALL_SAMPLES[1]]))
     with pytest.raises(ValueError, match="tvg/charades_sta/0"):
-        infer_etbench.load_annotations(twice)
+        etbench_infer.load_annotations(twice)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -302,7 +311,9 @@ CHARADES_LINES = [
 
 
 def run_charades(model_and_tokenizer, bench, anno, pred, *extra):
-    args = infer_charades.parse_args(
+    return run_benchmark(
+        charades_infer.CHARADES_STA,
+        model_and_tokenizer,
         [
             "--anno_path", str(anno),
             "--data_path", str(bench / "videos"),
@@ -311,9 +322,8 @@ def run_charades(model_and_tokenizer, bench, anno, pred, *extra):
             "--num_workers", "0",
             "--max_new_tokens", "4",
             *extra,
-        ]
+        ],
     )  # fmt: skip
-    return infer_charades.run_charades(args, *model_and_tokenizer)
 
 
 def test_charades_prompt_predictions_and_scores(tiny_model, bench, tmp_path, monkeypatch):
@@ -328,7 +338,7 @@ def test_charades_prompt_predictions_and_scores(tiny_model, bench, tmp_path, mon
         picked = [next(v for k, v in times.items() if k in r.query) for r in requests]
         return [MatchedAnswer(" - ".join(map(str, t)), "", [], [int(x) for x in t], t) for t in picked]
 
-    monkeypatch.setattr(infer_etbench, "generate", fake_generate)
+    monkeypatch.setattr(runner, "generate", fake_generate)
     run_charades(tiny_model, bench, anno, tmp_path, "--batch_size", "2")
     _, tokenizer = tiny_model
     question = "Localize the video moment according to the query 'person sits down'."
@@ -342,7 +352,8 @@ def test_charades_prompt_predictions_and_scores(tiny_model, bench, tmp_path, mon
     assert [r["pred"] for r in records] == [[1.0, 3.0], [1.0, 3.0], [1.0]]
     assert records[1]["query"] == "Localize the video moment according to the query 'person opens a door'."
     assert [r["duration"] for r in records] == [6.0, 6.0, 3.0]
-    # IoUs 1, 1/3 and a failure.
+    # IoUs 1, 1/3 and a failure; the scorer writes metrics.json next to the predictions.
+    charades_metrics.main([str(tmp_path)])
     scores = load(tmp_path / "metrics.json")
     assert scores["R1@0.3"] == pytest.approx(2 / 3)
     assert scores["R1@0.5"] == pytest.approx(1 / 3)
@@ -361,16 +372,14 @@ def test_charades_with_the_real_model_resumes_and_records_errors(tiny_model, ben
     run_charades(tiny_model, bench, anno, tmp_path, "--chunk", "2", "--index", "1", "--greedy")
     (missing,) = load(tmp_path / "charades_sta_1.json")
     assert missing["pred"] is None and "nope.mp4" in missing["error"]
-    from etchat.eval.eval_grounding import grounding_scores, load_predictions
-
-    assert grounding_scores(load_predictions(tmp_path))["Total"] == 3
+    assert charades_metrics.grounding_scores(charades_metrics.load_predictions(tmp_path))["Total"] == 3
 
 
 def test_charades_malformed_line_names_file_and_line(tmp_path):
     anno = tmp_path / "test.txt"
     anno.write_text("v1 1.0 3.0##ok\nv2 1.0##no end time\n")
     with pytest.raises(ValueError, match=r"test\.txt:2: expected 'VID start end##sentence'"):
-        infer_charades.load_charades(anno)
+        charades_infer.load_charades(anno)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -378,34 +387,32 @@ def test_charades_malformed_line_names_file_and_line(tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def fake_python(tmp_path) -> Path:
-    """An interpreter stand-in that logs its GPU and arguments, one line per process."""
-    log = tmp_path / "calls.log"
-    script = tmp_path / "fake_python.sh"
-    script.write_text(f'#!/usr/bin/env bash\necho "gpu=${{CUDA_VISIBLE_DEVICES-unset}} $*" >> "{log}"\n')
-    script.chmod(0o755)
-    return script
+def dry_run(tmp_path, script: str, *args: str, **env: str) -> list[str]:
+    """The commands a launcher would run (DRY_RUN=1), one per line."""
+    environment = {**os.environ, "SKIP_SETUP": "1", "DRY_RUN": "1", **env}
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), *args], env=environment, capture_output=True, text=True, check=True
+    )
+    return result.stdout.splitlines()
 
 
 @pytest.mark.parametrize("script", ["inference.sh", "inference_charades.sh"])
 def test_launcher_starts_one_shard_per_visible_gpu(tmp_path, script):
-    env = {**os.environ, "PYTHON": str(fake_python(tmp_path)), "CUDA_VISIBLE_DEVICES": "3,5,6"}
-    subprocess.run(["bash", str(ROOT / "scripts" / script), "ckpt", "--batch_size", "2"], env=env, check=True)
-    lines = (tmp_path / "calls.log").read_text().splitlines()
+    lines = dry_run(tmp_path, script, "ckpt", "--batch_size", "2", CUDA_VISIBLE_DEVICES="3,5,6")
     shards = sorted(line for line in lines if "--chunk" in line)
     assert len(shards) == 3
     for index, gpu in enumerate(("3", "5", "6")):
         line = next(x for x in shards if f"--index {index} " in x)
-        assert line.startswith(f"gpu={gpu} ") and "--chunk 3" in line and "--batch_size 2" in line
+        assert line.startswith(f"env CUDA_VISIBLE_DEVICES={gpu} python -m ")
+        assert "--chunk 3" in line and "--batch_size 2" in line
         assert "--model_path ckpt" in line and "--device cuda" in line
-    scorer = "compute_metrics ckpt/etbench" if script == "inference.sh" else "eval_grounding ckpt/charades_sta"
-    assert lines[-1].endswith(scorer)
+    package, folder = ("etbench", "etbench") if script == "inference.sh" else ("charades", "charades_sta")
+    assert lines[-1].strip() == f"python -m etchat.eval.{package} ckpt/{folder}"
 
 
 def test_launcher_uses_one_cpu_process_without_gpus(tmp_path):
-    env = {**os.environ, "PYTHON": str(fake_python(tmp_path)), "CUDA_VISIBLE_DEVICES": "", "SKIP_METRICS": "1"}
-    subprocess.run(["bash", str(ROOT / "scripts" / "inference.sh")], env=env, check=True)
-    (line,) = (tmp_path / "calls.log").read_text().splitlines()
+    (line,) = dry_run(tmp_path, "inference.sh", CUDA_VISIBLE_DEVICES="", SKIP_METRICS="1")
+    assert line.startswith("python -m etchat.eval.etbench.infer ")
     assert "--model_path work_dirs/etchat-stage-3" in line and "--device cpu" in line and "--chunk" not in line
     assert "--anno_path data/etbench/annotations/vid --data_path data/etbench/videos" in line
 
@@ -415,7 +422,8 @@ def test_inference_script_on_cpu_with_the_tiny_checkpoint(tiny_checkpoint, bench
     pred = tmp_path / "pred"
     env = {
         **os.environ,
-        "PYTHON": sys.executable,
+        "SKIP_SETUP": "1",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
         "CUDA_VISIBLE_DEVICES": "",
         "ANNO_PATH": str(bench / "annotations"),
         "VIDEO_PATH": str(bench / "videos"),

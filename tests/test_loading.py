@@ -19,7 +19,7 @@ from etchat.model.loading import (
     load_etchat,
     save_etchat,
 )
-from etchat.model.lora import add_lora, merge_lora
+from etchat.model.lora import add_lora
 from tests.conftest import build_tiny_etchat
 
 
@@ -115,7 +115,7 @@ def test_lora_targets_only_the_llm_attention_and_merges(tiny_checkpoint):
                 param.normal_(std=0.02)
     peft_model.eval()
     before = logits_of(peft_model, tokenizer)
-    merged = merge_lora(peft_model)
+    merged = peft_model.merge_and_unload()
     assert not any("lora" in n for n, _ in merged.named_parameters())
     assert torch.allclose(logits_of(merged, tokenizer), before, atol=1e-5)
 
@@ -145,7 +145,7 @@ def test_partial_checkpoint_adapter_and_trainables_on_top_of_base(tiny_checkpoin
     assert all(k.startswith("base_model.model.") for k in load_file(os.path.join(out, PARTIAL_FILE)))
 
     peft_model.eval()
-    expected = logits_of(merge_lora(peft_model), tokenizer)
+    expected = logits_of(peft_model.merge_and_unload(), tokenizer)
     loaded, _ = load_etchat(out)
     assert torch.allclose(logits_of(loaded, tokenizer), expected, atol=1e-5)
     assert torch.equal(loaded.model.qformer_proj.weight, trainables["base_model.model.model.qformer_proj.weight"])
@@ -200,7 +200,7 @@ def test_peft_wrapped_model_trains_through_the_multimodal_forward(tiny_checkpoin
     from tests.test_model import batch_with_targets
 
     model, tokenizer = load_etchat(tiny_checkpoint)
-    peft_model = add_lora(model)  # task type CAUSAL_LM: peft passes inputs_embeds=None through
+    peft_model = add_lora(model)  # the LoRA training uses: the batch's extra keys reach the model
     out = peft_model(**batch_with_targets(tokenizer))
     out.loss.backward()
     assert torch.isfinite(out.loss)

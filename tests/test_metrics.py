@@ -9,8 +9,11 @@ import string
 
 import pytest
 
-from etchat.eval import compute_metrics as cm
-from etchat.eval import eval_grounding, synthetic_predictions
+from etchat.eval.charades import metrics as eval_grounding
+from etchat.eval.etbench import compute_metrics, dense_captioning, parsing, predictions, report, scorers, tasks
+from etchat.eval.metrics import captions
+from etchat.eval.metrics.similarity import SentenceSimilarity
+from etchat.toy import predictions as synthetic_predictions
 
 OPTIONS = [
     "a person opens the refrigerator",
@@ -22,12 +25,12 @@ OPTIONS = [
 
 @pytest.fixture(scope="module")
 def similarity():
-    return cm.SentenceSimilarity()
+    return SentenceSimilarity()
 
 
 @pytest.fixture(scope="module")
 def caption_scorers(similarity):
-    scorers = cm.CaptionScorers(similarity)
+    scorers = captions.CaptionScorers(similarity)
     yield scorers
     scorers.close()
 
@@ -60,12 +63,13 @@ def _sample(task, answer, idx=0, source="src", **fields):
     ],
 )
 def test_parse_spans(answer, spans):
-    assert cm.parse_spans(answer) == spans
+    assert parsing.parse_spans(answer) == spans
 
 
 def test_clock_times_are_converted_to_seconds():
-    assert cm._clock_seconds("01:02:03") == 3723.0
-    pairs = cm._times_in_time_sentences("starts 00:01:05\nends 00:01:10", cm._CLOCK_TIME, cm._clock_seconds)
+    assert parsing._clock_seconds("01:02:03") == 3723.0
+    text = "starts 00:01:05\nends 00:01:10"
+    pairs = parsing._times_in_time_sentences(text, parsing._CLOCK_TIME, parsing._clock_seconds)
     assert pairs == [[65.0, 70.0]]
 
 
@@ -95,7 +99,7 @@ def test_clock_times_are_converted_to_seconds():
     ],
 )
 def test_parse_dense_captions(answer, expected):
-    assert cm.parse_dense_captions(answer) == expected
+    assert parsing.parse_dense_captions(answer) == expected
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -110,7 +114,7 @@ def test_score_grounding():
         _sample("tvg", "No idea.", tgt=[0, 10]),  # failed
         _sample("tvg", "It happens in 20 - 10.", tgt=[15, 25]),  # [10, 20]: IoU 5 / 15
     ]
-    result = cm.score_grounding(samples)
+    result = scorers.score_grounding(samples)
     # hits @0.1: 3, @0.3: 3, @0.5: 1, @0.7: 1 out of 4
     assert result["F1@0.1"] == result["F1@0.3"] == 0.75
     assert result["F1@0.5"] == result["F1@0.7"] == 0.25
@@ -124,7 +128,7 @@ def test_score_event_matching_takes_best_ground_truth():
         _sample("tem", "It happens in 32 - 40.", tgt=[[0, 10], [30, 40]]),  # best IoU 8 / 10
         _sample("tem", "It happens in 0 - 2.", tgt=[[10, 20]]),  # IoU 0
     ]
-    result = cm.score_event_matching(samples)
+    result = scorers.score_event_matching(samples)
     assert [result[f"R@{t}"] for t in (0.1, 0.3, 0.5, 0.7)] == [0.5] * 4
     assert result["mRec"] == 0.5
     assert result["mIoU"] == 0.4
@@ -138,7 +142,7 @@ def test_score_action_localization():
         # IoU 0.5: F1 1 at 0.1, 0.3, 0.5; nothing at 0.7
         _sample("tal", "5 - 10", tgt=[[0, 10]]),
     ]
-    result = cm.score_action_localization(samples)
+    result = scorers.score_action_localization(samples)
     assert result["F1@0.1"] == result["F1@0.3"] == result["F1@0.5"] == 0.5  # (0.5 + 0 + 1) / 3
     assert result["F1@0.7"] == round(0.5 / 3, 5)
     assert result["F1"] == round((3 * 0.5 + 0.5 / 3) / 4, 5)
@@ -153,7 +157,7 @@ def test_score_summarization():
         # Python rounds half to even: [0.5, 2.5] covers seconds round(0.5)=0 .. round(2.5)=2 (exclusive) = {0, 1}
         _sample("evs", "The summary locates in 0 - 2.", tgt=[[0.5, 2.5]]),  # F1 1
     ]
-    result = cm.score_summarization(samples)
+    result = scorers.score_summarization(samples)
     assert result["F1"] == 0.75
     assert result["Failed"] == 1
 
@@ -164,7 +168,7 @@ def test_score_highlight():
         _sample("vhd", "The highlight is at 25.", tgt=[[10, 20]]),  # flat windows (one annotator): miss
         _sample("vhd", "None.", tgt=[[10, 20]]),  # failed
     ]
-    result = cm.score_highlight(samples)
+    result = scorers.score_highlight(samples)
     assert result["F1"] == round(1 / 3, 5)
     assert result["Failed"] == 1
 
@@ -185,7 +189,7 @@ def test_score_multiple_choice(similarity):
         "",  # empty: wrong, failed
     ]
     samples = [_sample("rvq", a, idx=i, o=OPTIONS, p=1) for i, a in enumerate(answers)]
-    result = cm.score_multiple_choice(samples, similarity)
+    result = scorers.score_multiple_choice(samples, similarity)
     assert result["Acc"] == round(4 / 7, 5)
     assert result["Failed"] == 2
 
@@ -194,14 +198,14 @@ def test_score_multiple_choice_five_options(similarity):
     options = [*OPTIONS, "the person types on a laptop"]
     answers = ["(E) the person types on a laptop", "e", "D."]  # right, right, wrong
     samples = [_sample("rar", a, idx=i, o=options, p=4) for i, a in enumerate(answers)]
-    result = cm.score_multiple_choice(samples, similarity)
+    result = scorers.score_multiple_choice(samples, similarity)
     assert result["Acc"] == round(2 / 3, 5)
     assert result["Failed"] == 0
 
 
 def test_score_multiple_choice_rejects_three_options(similarity):
     with pytest.raises(ValueError, match="4 or 5 options"):
-        cm.score_multiple_choice([_sample("rar", "A", o=OPTIONS[:3], p=0)], similarity)
+        scorers.score_multiple_choice([_sample("rar", "A", o=OPTIONS[:3], p=0)], similarity)
 
 
 def test_score_grounded_qa(similarity):
@@ -213,7 +217,7 @@ def test_score_grounded_qa(similarity):
         "someone opens the refrigerator at 12 - 18",  # no letter: most similar is A, right; IoU 6 / 10
     ]
     samples = [_sample("gvq", a, idx=i, o=OPTIONS, p=0, tgt=[10, 20]) for i, a in enumerate(answers)]
-    result = cm.score_grounded_qa(samples, similarity)
+    result = scorers.score_grounded_qa(samples, similarity)
     assert result["Acc"] == 0.6
     # recall hits: @0.1, @0.3, @0.5: 2 of 5; @0.7: 1 of 5
     assert [result[f"R@{t}"] for t in (0.1, 0.3, 0.5, 0.7)] == [0.4, 0.4, 0.4, 0.2]
@@ -228,8 +232,8 @@ def test_score_grounded_qa(similarity):
 
 
 def test_caption_iou():
-    assert cm.caption_iou([0, 10], [5, 15]) == pytest.approx(5 / 15)
-    assert cm.caption_iou([0, 10], [20, 30]) == 0
+    assert dense_captioning.caption_iou([0, 10], [5, 15]) == pytest.approx(5 / 15)
+    assert dense_captioning.caption_iou([0, 10], [20, 30]) == 0
 
 
 def test_ptb_tokenize_matches_pycocoevalcap():
@@ -237,7 +241,7 @@ def test_ptb_tokenize_matches_pycocoevalcap():
 
     texts = ["A man, walking.", 'He said "hi" (twice)!', "", "it's 3:30 - done..."]
     reference = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
-    assert cm.ptb_tokenize(texts) == [reference[i][0] for i in range(len(texts))]
+    assert captions.ptb_tokenize(texts) == [reference[i][0] for i in range(len(texts))]
 
 
 def test_score_dense_captioning_detection(caption_scorers):
@@ -251,7 +255,7 @@ def test_score_dense_captioning_detection(caption_scorers):
         ),
         _sample("dvc", "No idea at all.", idx=1, video="v2", tgt=[[0, 5]], g=["a caption"]),  # failed
     ]
-    result = cm.score_dense_captioning(samples, lambda: caption_scorers, random.Random(0))
+    result = dense_captioning.score_dense_captioning(samples, lambda: caption_scorers, random.Random(0))
     # v1: one of two predictions and one of two references covered at every threshold (P = R = 0.5); only one of
     # the two samples parsed, so both are scaled by 1/2 -> F1 0.25.
     assert [result[f"F1@{t}"] for t in (0.1, 0.3, 0.5, 0.7)] == [0.25] * 4
@@ -265,7 +269,7 @@ def test_score_dense_captioning_caption_metrics(caption_scorers):
     sample = _sample(
         "slc", "0 - 10 seconds, a man walks in the room.", video="v", tgt=[[0, 10]], g=["A man walks in the room"]
     )
-    result = cm.score_dense_captioning([sample], lambda: caption_scorers, random.Random(0))
+    result = dense_captioning.score_dense_captioning([sample], lambda: caption_scorers, random.Random(0))
     assert result["F1"] == 1
     for metric in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "SentSim"):
         assert result[metric] == pytest.approx(1, abs=1e-5), metric
@@ -274,22 +278,22 @@ def test_score_dense_captioning_caption_metrics(caption_scorers):
 
 
 def test_random_filler_is_seeded(caption_scorers):
-    caption = cm.random_caption(random.Random(1))
+    caption = dense_captioning.random_caption(random.Random(1))
     assert 10 <= len(caption) <= 20 and set(caption) <= set(string.ascii_lowercase)
-    assert cm.random_caption(random.Random(1)) == caption
+    assert dense_captioning.random_caption(random.Random(1)) == caption
     sample = _sample("dvc", "0 - 10 seconds, a dog barks loudly.", video="v", tgt=[[50, 60]], g=["a cat"])
-    first = cm.score_dense_captioning([sample], lambda: caption_scorers, random.Random(5))
-    again = cm.score_dense_captioning([sample], lambda: caption_scorers, random.Random(5))
+    first = dense_captioning.score_dense_captioning([sample], lambda: caption_scorers, random.Random(5))
+    again = dense_captioning.score_dense_captioning([sample], lambda: caption_scorers, random.Random(5))
     assert first == again
 
 
 def test_missing_java_is_reported(monkeypatch):
-    monkeypatch.setattr(cm.shutil, "which", lambda name: None)
+    monkeypatch.setattr(captions.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="default-jre-headless"):
-        cm.require_java()
+        captions.require_java()
     groups = {"dvc": {"youcook2": [_sample("dvc", "x", video="v", tgt=[[0, 1]], g=["y"])]}}
     with pytest.raises(RuntimeError, match="Java"):
-        cm.evaluate(groups)
+        compute_metrics.evaluate(groups)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -304,7 +308,7 @@ def test_summarize_all_tasks():
     collected["slc"] = {"a": {"F1": 0.3, "SentSim": 0.7}, "b": {"F1": 0.5, "SentSim": 0.5}}  # task: 0.4 / 0.6
     collected["tem"] = {"a": {"mRec": 0.1}}
     collected["gvq"] = {"a": {"mRec": 0.3}}
-    overall, merged = cm.summarize(collected)
+    overall, merged = report.summarize(collected)
     assert list(overall.values()) == [
         "50.0", "25.0", "75.0", "10.0", "20.0", "30.0", "40.0", "50.0", "20.0", "40.0", "40.0", "60.0", "10.0", "30.0"
     ]  # fmt: skip
@@ -312,7 +316,7 @@ def test_summarize_all_tasks():
 
 
 def test_summarize_missing_tasks():
-    overall, merged = cm.summarize({"tvg": {"a": {"F1": 0.5}, "b": {"F1": 0.25}}})
+    overall, merged = report.summarize({"tvg": {"a": {"F1": 0.5}, "b": {"F1": 0.25}}})
     assert overall["TVG (F1)"] == "37.5"  # mean over the sources
     assert sum(v == "-" for v in overall.values()) == 13
     assert set(merged.values()) == {"-"}
@@ -324,35 +328,35 @@ def test_empty_subset_group_scores_zero():
         _sample("evs", "0 - 10", idx=0, source="tvsum", tgt=[[0, 10]]),  # F1 1
         _sample("evs", "0 - 10", idx=1, source="tvsum", tgt=[[50, 60]]),  # not in the subset
     ]
-    groups = cm.group_samples(samples, {"evs": {"tvsum": [0]}})
+    groups = predictions.group_samples(samples, {"evs": {"tvsum": [0]}})
     assert [len(g) for g in groups["evs"].values()] == [0, 1]
-    collected = cm.evaluate(groups)
+    collected = compute_metrics.evaluate(groups)
     assert collected["evs"]["summe"]["F1"] == 0
-    assert cm.summarize(collected)[0]["EVS (F1)"] == "50.0"  # (0 + 1) / 2, as the official subset score
+    assert report.summarize(collected)[0]["EVS (F1)"] == "50.0"  # (0 + 1) / 2, as the official subset score
 
 
 def test_packaged_subset_has_470_samples():
-    subset = cm.load_subset()
+    subset = predictions.load_subset()
     assert sum(len(ids) for sources in subset.values() for ids in sources.values()) == 470
-    assert set(subset) == set(cm.TASKS)
+    assert set(subset) == set(tasks.TASKS)
 
 
 def test_load_samples_reports_bad_input(tmp_path):
     path = tmp_path / "preds.json"
     path.write_text(json.dumps([_sample("tvg", "1 - 2", idx=7)]))  # no tgt
     with pytest.raises(ValueError, match=r"preds.json.*idx=7.*tgt"):
-        cm.load_samples(path)
+        predictions.load_predictions(path)
     path.write_text(json.dumps([_sample("xyz", "1 - 2")]))
     with pytest.raises(ValueError, match="unknown"):
-        cm.load_samples(path)
+        predictions.load_predictions(path)
 
 
 def test_main_on_folder_with_missing_tasks_and_old_metrics(tmp_path):
     samples = [_sample("tvg", "It happens in 0 - 10.", idx=i, source="charades_sta", tgt=[0, 10]) for i in range(2)]
     (tmp_path / "etbench_0.json").write_text(json.dumps(samples[:1]))
     (tmp_path / "etbench_1.json").write_text(json.dumps(samples[1:]))
-    first = cm.main([str(tmp_path)])
-    second = cm.main([str(tmp_path)])  # metrics.json from the first run is not read as predictions
+    first = compute_metrics.main([str(tmp_path)])
+    second = compute_metrics.main([str(tmp_path)])  # metrics.json from the first run is not read as predictions
     assert first["overall"] == second["overall"]
     assert first["overall"]["TVG (F1)"] == "100.0" and first["overall"]["RAR (Acc)"] == "-"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -379,18 +383,18 @@ def test_synthetic_predictions_full_size():
 
 def test_end_to_end_synthetic(tmp_path, monkeypatch, similarity, caption_scorers):
     # Reuse the module's sentence model and METEOR process (loading them again would only cost time).
-    monkeypatch.setattr(cm, "SentenceSimilarity", lambda device: similarity)
-    monkeypatch.setattr(cm, "CaptionScorers", lambda similarity: caption_scorers)
+    monkeypatch.setattr(tasks, "SentenceSimilarity", lambda device: similarity)
+    monkeypatch.setattr(tasks, "CaptionScorers", lambda similarity: caption_scorers)
     monkeypatch.setattr(caption_scorers, "close", lambda: None)
     scale = 0.01
     out = tmp_path / "preds.json"
     pred_file = synthetic_predictions.main(["--out", str(out), "--scale", str(scale), "--seed", "1"])
-    result = cm.main([str(pred_file)])
+    result = compute_metrics.main([str(pred_file)])
 
     log = (tmp_path / "metrics.log").read_text()
-    for _, _, column in cm.OVERALL_COLUMNS:
+    for _, _, column in report.overall_columns():
         assert column in log
-    for column, _ in cm.MERGED_COLUMNS:
+    for column in result["merged"]:
         assert column in log
     assert len(result["overall"]) == 14
     assert all(0 <= float(v) <= 100 for v in [*result["overall"].values(), *result["merged"].values()])
@@ -400,7 +404,7 @@ def test_end_to_end_synthetic(tmp_path, monkeypatch, similarity, caption_scorers
     assert groups == {(task, source) for task, source, _ in synthetic_predictions.GROUP_SIZES}
     for task, source, size in synthetic_predictions.GROUP_SIZES:
         assert metrics[task][source]["Total"] == max(1, round(size * scale))
-    assert set(cm.CAPTION_METRICS) <= set(metrics["dvc"]["youcook2"])
+    assert set(captions.CAPTION_METRICS) <= set(metrics["dvc"]["youcook2"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from etchat.data.conversation import get_conv
 from etchat.data.tokenization import tokenize
 from etchat.model.generation import GenerationRequest, GenerationSettings, generate
 from etchat.model.loading import ADAPTER_FILE, PARTIAL_FILE, load_etchat
-from etchat.tiny import build_untrained, training_args
+from etchat.toy.tiny import build_untrained, training_args
 from etchat.train.arguments import DataArguments, ModelArguments, TrainingArguments
 from etchat.train.train import add_training_lora, build_model, train
 from etchat.train.trainer import ETChatTrainer, find_last_checkpoint, select_trainable_parameters
@@ -356,7 +356,7 @@ def test_help_works():
 
 
 def script_command(stage: int, *args: str, **env: str) -> list[str]:
-    environment = {**os.environ, "SKIP_SETUP": "1", "DRY_RUN": "1", "PRECISION": "fp32", "NPROC_PER_NODE": "1", **env}
+    environment = {**os.environ, "SKIP_SETUP": "1", "DRY_RUN": "1", "DTYPE": "float32", "NPROC_PER_NODE": "1", **env}
     environment["PATH"] = os.path.dirname(sys.executable) + os.pathsep + environment["PATH"]
     script = os.path.join(ROOT, "scripts", f"train_stage_{stage}.sh")
     result = subprocess.run(["bash", script, *args], capture_output=True, text=True, env=environment)
@@ -368,7 +368,7 @@ def option(argv: list[str], flag: str) -> str:
     return argv[len(argv) - 1 - argv[::-1].index(flag) + 1]  # the last occurrence wins, as in argparse
 
 
-# stage: (global batch, per-device batch, learning rate, lora lr or None, tuning mode) from SPEC 6
+# stage: (global batch, per-device batch, learning rate, lora lr or None, tuning mode) from docs/design.md §6
 PUBLISHED = {
     1: (256, 4, 1e-3, None, "projector"),
     2: (128, 1, 2e-5, 2e-4, "qformer"),
@@ -396,7 +396,7 @@ def test_stage_scripts_parse_and_keep_the_global_batch(stage):
     assert model_args.use_matching == (stage == 3) and model_args.bi_attention == (stage == 3)
 
     extra = script_command(
-        stage, "/prev/stage", EXTRA_ARGS="--max_steps 5  --learning_rate 0.5", OUTPUT_DIR="/tmp/o", PRECISION="fp16"
+        stage, "/prev/stage", EXTRA_ARGS="--max_steps 5  --learning_rate 0.5", OUTPUT_DIR="/tmp/o", DTYPE="float16"
     )
     assert option(extra, "--max_steps") == "5" and option(extra, "--learning_rate") == "0.5"
     assert option(extra, "--output_dir") == "/tmp/o" and option(extra, "--fp16") == "True"

@@ -29,23 +29,23 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--configs", help="comma-separated subset of the scenario's configurations")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--video-dir", default=DEFAULT_VIDEO_DIR, help="cache of generated videos")
-    parser.add_argument("--video-fps", type=float, default=3.0, help="frame rate of the generated videos")
+    parser.add_argument("--video_dir", default=DEFAULT_VIDEO_DIR, help="cache of generated videos")
+    parser.add_argument("--video_fps", type=float, default=3.0, help="frame rate of the generated videos")
     parser.add_argument(
-        "--video-size",
+        "--video_size",
         type=int,
         default=224,
         help="short side of the generated videos (E.T. Bench's compressed videos: 224)",
     )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Markdown file the section is appended to")
-    parser.add_argument("--no-append", action="store_true", help="only print the table")
+    parser.add_argument("--no_append", action="store_true", help="only print the table")
     parser.add_argument(
-        "--in-process",
+        "--in_process",
         action="store_true",
         help="run configurations in this process (debugging; peak memory then carries over between configurations)",
     )
     parser.add_argument(
-        "--torch-threads",
+        "--torch_threads",
         type=int,
         help="torch threads of every configuration's model process (default: each configuration's own choice)",
     )

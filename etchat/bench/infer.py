@@ -51,7 +51,7 @@ class InferConfig:
     name: str
     batch_size: int = 1
     attn: str = "eager"
-    dtype: str = "fp32"
+    dtype: str = "float32"
     num_workers: int = 0  # 0: decode in the main process, before each batch
     sort_by_length: bool = False
     threads: int | None = None  # torch intra-op threads of the model process; None: torch's default (all cores)
@@ -75,10 +75,10 @@ def default_configs(device_type: str, batch_size: int, num_workers: int | None, 
     cores (an OpenMP thread waiting on a descheduled sibling makes every op slow, which would flatter ours).
     """
     if device_type == "cuda":
-        half, threads = "fp16", None  # the published run is fp16 on GPU
+        half, threads = "float16", None  # the published run is float16 on GPU
         workers = num_workers if num_workers is not None else min(8, cores)
     else:
-        half = "fp32"
+        half = "float32"
         workers = num_workers if num_workers is not None else max(1, cores // 2)
         threads = max(1, cores - workers)
     configs = [
@@ -86,11 +86,11 @@ def default_configs(device_type: str, batch_size: int, num_workers: int | None, 
         InferConfig("b1-sdpa", 1, "sdpa", half, threads=threads, published_io=True),
         InferConfig(f"b{batch_size}-eager", batch_size, "eager", half, threads=threads, published_io=True),
         InferConfig("ours", batch_size, "sdpa", half, workers, sort_by_length=True, threads=threads),
-        InferConfig("ours-bf16", batch_size, "sdpa", "bf16", workers, sort_by_length=True, threads=threads),
+        InferConfig("ours-bf16", batch_size, "sdpa", "bfloat16", workers, sort_by_length=True, threads=threads),
         InferConfig("ours+proposals", batch_size, "sdpa", half, workers, True, threads, proposals=True),
     ]
     if device_type == "cuda" and flash_attention_available():
-        configs.append(InferConfig("ours-fa2", batch_size, "flash_attention_2", "bf16", workers, True))
+        configs.append(InferConfig("ours-fa2", batch_size, "flash_attention_2", "bfloat16", workers, True))
     return configs
 
 
@@ -211,15 +211,15 @@ def run_config(config: dict) -> dict:
 # ---- the scenario --------------------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
     parser.add_argument("--samples", type=int, help="number of samples (default 12 tiny, 64 full)")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch size of the batched configurations")
+    parser.add_argument("--batch_size", type=int, default=8, help="batch size of the batched configurations")
     parser.add_argument(
         "--workers", type=int, help="DataLoader workers of ours (default: half the cores on CPU, up to 8 on GPU)"
     )
     parser.add_argument("--frames", type=int, nargs=2, default=(30, 300), metavar=("MIN", "MAX"))
-    parser.add_argument("--prompt-tokens", type=int, nargs=2, default=(100, 200), metavar=("MIN", "MAX"))
-    parser.add_argument("--answer-tokens", type=int, nargs=2, default=(20, 60), metavar=("MIN", "MAX"))
+    parser.add_argument("--prompt_tokens", type=int, nargs=2, default=(100, 200), metavar=("MIN", "MAX"))
+    parser.add_argument("--answer_tokens", type=int, nargs=2, default=(20, 60), metavar=("MIN", "MAX"))
     parser.add_argument("--backend", default="auto", choices=("auto", "decord", "pyav"), help="video reader")
-    parser.add_argument("--etbench-anno", help="E.T. Bench annotation file/folder for the projection's frame counts")
+    parser.add_argument("--etbench_anno", help="E.T. Bench annotation file/folder for the projection's frame counts")
 
 
 def _config_dicts(args, shapes) -> list[dict]:

@@ -1,7 +1,8 @@
 """Randomly initialised E.T. Chat models of a chosen geometry, built straight from a config (no files needed).
 
-`tiny` is `etchat.tiny.TinyGeometry`'s defaults (CPU-sized); `full` is the published geometry (Phi-3-mini, EVA-ViT-G,
-BERT-base Q-Former), meant for GPUs. Both use the tiny tokenizer: with random weights only the token counts matter.
+`tiny` is `etchat.toy.tiny.TinyGeometry`'s defaults (CPU-sized); `full` is the published geometry (Phi-3-mini,
+EVA-ViT-G, BERT-base Q-Former), meant for GPUs. Both use the tiny tokenizer: with random weights only the token
+counts matter.
 """
 
 from __future__ import annotations
@@ -10,27 +11,23 @@ import logging
 
 import torch
 
+from etchat.cli import DTYPES
 from etchat.constants import MATCH_TOKEN
 from etchat.model.configuration import ETChatPhi3Config
 from etchat.model.modeling_etchat import ETChatPhi3ForCausalLM
-from etchat.tiny import TinyGeometry
-from etchat.tiny_tokenizer import build_tiny_tokenizer
+from etchat.toy.tiny import TinyGeometry, round_up, tiny_llm_fields
+from etchat.toy.tokenizer import build_tiny_tokenizer
 
 logger = logging.getLogger(__name__)
 
 GEOMETRIES = ("tiny", "full")
 ATTENTIONS = ("eager", "sdpa", "flash_attention_2")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def build_tokenizer():
     tokenizer = build_tiny_tokenizer(vocab_size=TinyGeometry.tokenizer_vocab)
     tokenizer.add_special_tokens({"additional_special_tokens": [MATCH_TOKEN]})
     return tokenizer
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return (n + multiple - 1) // multiple * multiple
 
 
 def build_config(geometry: str, tokenizer) -> ETChatPhi3Config:
@@ -50,14 +47,8 @@ def build_config(geometry: str, tokenizer) -> ETChatPhi3Config:
         raise ValueError(f"Unknown geometry {geometry!r}, expected one of {GEOMETRIES}")
     tiny = TinyGeometry()
     return ETChatPhi3Config(
-        vocab_size=_round_up(len(tokenizer), 64),
-        hidden_size=tiny.llm_hidden,
-        intermediate_size=tiny.llm_intermediate,
-        num_hidden_layers=tiny.llm_layers,
-        num_attention_heads=tiny.llm_heads,
-        num_key_value_heads=tiny.llm_heads,
-        max_position_embeddings=4096,
-        original_max_position_embeddings=4096,
+        vocab_size=round_up(len(tokenizer), 64),
+        **tiny_llm_fields(tiny),
         vision_config=tiny.vision_config(),
         qformer_config=tiny.qformer_config(),
         num_query_tokens=tiny.num_query_tokens,

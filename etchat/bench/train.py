@@ -3,7 +3,8 @@
 Batches look like E.T. Instruct: 30-120 frames, ~300-token phi3 conversations with `<vid>` in the question (src) and
 the answer (tgt), `use_matching` and `bi_attention` on. Trainable parameters follow stage 3: LoRA on the LLM's
 qkv_proj/o_proj, the Q-Former's attention layers, the compressor's own layers, embed_tokens, lm_head and the matching
-heads; the vision tower is frozen. The weights are cast to one dtype (fp32 on CPU, bf16 on GPU) and AdamW steps them.
+heads; the vision tower is frozen. The weights are cast to one dtype (float32 on CPU, bfloat16 on GPU) and AdamW steps
+them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from etchat.bench.measure import PeakMemory, StageTimer, synchronize, wrap_metho
 from etchat.bench.models import build_model
 from etchat.bench.report import format_table
 from etchat.bench.workload import SampleShape, build_training_sample, draw_shapes
+from etchat.cli import DTYPES
 from etchat.data.collator import DataCollator
 
 logger = logging.getLogger(__name__)
 
 TARGET_SPEEDUP = 1.5
-# Name fragments of the stage-3 trainables besides LoRA (SPEC 6).
+# Name fragments of the stage-3 trainables besides LoRA (docs/design.md §6).
 STAGE3_TRAINABLE = (
     "embed_tokens",
     "lm_head",
@@ -147,13 +149,13 @@ def run_config(config: dict) -> dict:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, help="timed optimizer steps (default 4 tiny, 10 full)")
-    parser.add_argument("--warmup-steps", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=2, help="samples per step")
+    parser.add_argument("--warmup_steps", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=2, help="samples per step")
     parser.add_argument("--frames", type=int, nargs=2, default=(30, 120), metavar=("MIN", "MAX"))
-    parser.add_argument("--prompt-tokens", type=int, nargs=2, default=(200, 260), metavar=("MIN", "MAX"))
-    parser.add_argument("--answer-tokens", type=int, nargs=2, default=(40, 80), metavar=("MIN", "MAX"))
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="weights dtype (default fp32 CPU, bf16 GPU)")
-    parser.add_argument("--lora-rank", type=int, help="LoRA rank (default 8 tiny, 128 full as published)")
+    parser.add_argument("--prompt_tokens", type=int, nargs=2, default=(200, 260), metavar=("MIN", "MAX"))
+    parser.add_argument("--answer_tokens", type=int, nargs=2, default=(40, 80), metavar=("MIN", "MAX"))
+    parser.add_argument("--dtype", choices=tuple(DTYPES), help="weights dtype (default float32 CPU, bfloat16 GPU)")
+    parser.add_argument("--lora_rank", type=int, help="LoRA rank (default 8 tiny, 128 full as published)")
 
 
 def run(args, run_one) -> str:
@@ -169,7 +171,7 @@ def run(args, run_one) -> str:
         args.seed,
         src_fraction=1.0,
     )
-    dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     configs = default_configs()
     if args.configs:
         wanted = args.configs.split(",")

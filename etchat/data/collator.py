@@ -1,4 +1,4 @@
-"""Batching dataset samples: padding, truncation and dummy frames for text-only samples (SPEC 6)."""
+"""Batching dataset samples: padding, truncation and dummy frames for text-only samples (docs/design.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Chat templates, and turning a LLaVA-style conversation into token ids with the training label mask (SPEC 4).
+"""Chat templates, and turning a LLaVA-style conversation into token ids with the training label mask
+(docs/design.md §4).
 
 Templates follow the original E.T. Chat code: ``plain`` (stage 1 captioning), ``phi3`` (the released model),
 ``vicuna_v1``, ``llama3``, ``gemma2`` and ``qwen2``. A prompt is ``system + seps[0]``, then for every message
@@ -119,6 +120,16 @@ def get_conv(name: str) -> Conversation:
     if name not in _TEMPLATES:
         raise ValueError(f"Unknown conversation template {name!r}, expected one of {CONV_TYPES}")
     return Conversation(name=name, messages=[], **_TEMPLATES[name])
+
+
+def chat_prompt(history: list[tuple[str, str]], question: str, conv_name: str = "phi3") -> str:
+    """The inference prompt of ``question`` after the (question, answer) ``history``, with an open assistant turn;
+    the video placeholder goes at the start of the first user turn (``<image>\\n{question}``)."""
+    conv = get_conv(conv_name)
+    for k, (user, reply) in enumerate([*history, (question, None)]):
+        conv.append_message(conv.roles[0], VIDEO_PLACEHOLDER + "\n" + user if k == 0 else user)
+        conv.append_message(conv.roles[1], reply)
+    return conv.get_prompt()
 
 
 def insert_placeholder(text: str, rng: random.Random | None = None) -> str:

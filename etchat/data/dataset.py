@@ -1,4 +1,4 @@
-"""The supervised training set: LLaVA-style annotation files -> token ids, labels and frames (SPEC 6).
+"""The supervised training set: LLaVA-style annotation files -> token ids, labels and frames (docs/design.md §6).
 
 An annotation file is a JSON list of samples with ``conversations`` (alternating ``from: human|gpt``, ``value``),
 an optional ``image`` or ``video`` path (relative to ``image_folder`` / ``video_folder``) and optional ``duration``,

@@ -1,4 +1,4 @@
-"""Frame preprocessing for the vision encoder, in plain torch (SPEC 1).
+"""Frame preprocessing for the vision encoder, in plain torch (docs/design.md §1).
 
 A transform maps a uint8 clip (T, H, W, C) to a normalized float clip (T, C, size, size); every frame of a clip gets
 the same geometry. Names follow the original configs: ``clip_center_224`` and ``clip_random_224``.

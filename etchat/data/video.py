@@ -1,4 +1,4 @@
-"""Reading videos and images into uint8 frame tensors (SPEC 1).
+"""Reading videos and images into uint8 frame tensors (docs/design.md §1).
 
 Videos are sampled at a fixed rate: with ``N`` frames at average rate ``r``, the kept frame indices are
 ``arange(0, N, r / fps)`` rounded (numpy, half to even) and clipped to ``[0, N - 1]``; the time tag of frame ``i`` is

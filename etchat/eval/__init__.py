@@ -1,0 +1,7 @@
+"""Running a model on benchmarks and scoring it.
+
+`runner` answers any benchmark's samples in batches, sharded and resumable, into `results` files; each benchmark is
+a package (`etbench`, `charades`) with its `infer` module (what the runner needs to know about it) and its scoring
+(`python -m etchat.eval.<benchmark> <pred_path>`). `metrics` holds the metric tools benchmarks share; `plot` draws
+timelines of predictions.
+"""

@@ -13,7 +13,6 @@ backend alone.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -27,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from etchat.data.tokenization import format_seconds
+from etchat.io import read_jsonl, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def record_spans(record: dict) -> tuple[list[list[float]], list[list[float]]]:
     if "pred" in record:  # Charades-STA: the matched times
         pred = flatten_spans(record["pred"])
     else:
-        from etchat.eval.compute_metrics import parse_spans
+        from etchat.eval.etbench.parsing import parse_spans
 
         pred = parse_spans(record.get("a") or "") or []
     return gt, pred
@@ -227,14 +227,7 @@ def plot_records(records: list[dict], out_dir: str | os.PathLike, data_path: str
 def load_records(path: str | os.PathLike) -> list[dict]:
     """Records of a prediction file (.json list, or a .jsonl journal)."""
     path = Path(path)
-    if path.suffix == ".jsonl":
-        from etchat.eval.io import read_jsonl
-
-        return read_jsonl(path)
-    records = json.loads(path.read_text())
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a list of prediction records")
-    return records
+    return read_jsonl(path) if path.suffix == ".jsonl" else read_records(path)
 
 
 def select_records(records: list[dict], idx=None, task=None, source=None) -> list[dict]:

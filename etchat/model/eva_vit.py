@@ -1,4 +1,4 @@
-"""EVA-ViT-G image encoder (SPEC 2), with parameter names of the published ``eva_vit_g.pth``.
+"""EVA-ViT-G image encoder (docs/design.md §2), with parameter names of the published ``eva_vit_g.pth``.
 
 The published file holds 40 pre-norm blocks; E.T. Chat builds 39 and returns the output of the last built block
 (no final norm). ``load_eva_vit_weights`` drops the unused blocks and resizes the position embedding when the patch

@@ -1,4 +1,4 @@
-"""Decoding with `<vid>` matching (SPEC 5 and 8).
+"""Decoding with `<vid>` matching (docs/design.md §5, §8).
 
 At every step the second-to-last layer's state at the last position goes through `vid_head` and is matched against
 the video's `frm_head` frame embeddings; when the token produced at that step is `<vid>`, its frame is that step's
@@ -11,8 +11,9 @@ states and rewrites the next input embedding; it uses transformers' cache and lo
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import (
@@ -24,12 +25,13 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from etchat.data.conversation import get_conv
 from etchat.data.tokenization import fill_match_tokens, match_token_offsets
 from etchat.model.modeling_etchat import FRAME_STATE, VID_STATE
 
 
 class MatchAwareRepetitionPenalty(LogitsProcessor):
-    """CTRL-style repetition penalty over the prompt and the generated tokens, sparing `<vid>` (SPEC 8).
+    """CTRL-style repetition penalty over the prompt and the generated tokens, sparing `<vid>` (docs/design.md §8).
 
     Works on a (batch, vocab) presence mask rather than on input ids, so each sample of a batch is penalised on its
     own tokens only (padding included in no row).
@@ -51,6 +53,9 @@ class MatchAwareRepetitionPenalty(LogitsProcessor):
 
 @dataclass
 class GenerationSettings:
+    """How to decode. The defaults are the published E.T. Bench decoding: sampling at temperature 0.2 with top-k 50,
+    at most 2048 new tokens, stopping at the template's end string."""
+
     max_new_tokens: int = 2048
     do_sample: bool = True
     temperature: float = 0.2
@@ -60,6 +65,33 @@ class GenerationSettings:
     stop_strings: tuple[str, ...] = ("<|end|>",)
     eos_token_ids: tuple[int, ...] = ()
     vision_chunk_size: int = 64
+
+
+def model_conv_type(model) -> str:
+    """The chat template a model was trained with (phi3 when its config does not say)."""
+    return getattr(model.config, "conv_type", None) or "phi3"
+
+
+def published_settings(model, max_new_tokens: int | None = None, greedy: bool = False, **overrides):
+    """The published decoding for `model`: stop at its template's end string or at one of its EOS ids.
+
+    `greedy` replaces sampling by argmax; `overrides` set other `GenerationSettings` fields (e.g. temperature).
+    """
+    eos = model.generation_config.eos_token_id
+    eos = () if eos is None else tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
+    settings = GenerationSettings(stop_strings=(get_conv(model_conv_type(model)).stop_str,), eos_token_ids=eos)
+    if max_new_tokens is not None:
+        settings.max_new_tokens = max_new_tokens
+    return replace(settings, do_sample=not greedy, **overrides)
+
+
+def seeded_generator(device, seed: int | None, key: str | None = None) -> torch.Generator | None:
+    """A generator seeded by `seed` (None: no seed, draw freshly), mixed with `key` when given, so that a sample's
+    draws depend on its own name and not on what ran before it."""
+    if seed is None:
+        return None
+    value = seed if key is None else (seed * 1_000_003 + zlib.crc32(key.encode())) % 2**63
+    return torch.Generator(device=device).manual_seed(value)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Loading and saving E.T. Chat in the published formats (SPEC 7).
+"""Loading and saving E.T. Chat in the published formats (docs/design.md §7).
 
 - Base weights: an LLM folder (`model_zoo/Phi-3-mini-4k-instruct`), `eva_vit_g.pth` and
   `instruct_blip_vicuna7b_trimmed.pth` (`torch.load(weights_only=True)`), named by `pretrain_vision_tower` /
@@ -265,7 +265,7 @@ def load_tokenizer(path: str, config: PretrainedConfig, model_max_length: int | 
 
 
 def add_match_token(model, tokenizer) -> int:
-    """Add `<vid>` as a special token; rows a grown vocabulary adds start at the mean of the old rows (SPEC 4)."""
+    """Add `<vid>` as a special token; rows a grown vocabulary adds start at the mean of the old rows (design.md §4)."""
     num_new = tokenizer.add_special_tokens({"additional_special_tokens": [MATCH_TOKEN]})
     model.config.match_token_id = tokenizer.convert_tokens_to_ids(MATCH_TOKEN)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -1,4 +1,4 @@
-"""E.T. Chat: a video LLM that answers with `<vid>` tokens matched against the frames (SPEC 2-5).
+"""E.T. Chat: a video LLM that answers with `<vid>` tokens matched against the frames (docs/design.md §2-5).
 
 Data flows one way: frames -> EVA-ViT patch features -> Q-Former compressor (one token per frame) -> the frame tokens
 replace the video placeholder in the LLM's input -> text, with the `<vid>` tokens' times read off by matching.
@@ -347,7 +347,7 @@ class ETChatMetaForCausalLM:
         )
 
     def matching_loss(self, hidden_states, inputs: MultimodalInputs, tgt) -> torch.Tensor:
-        """Cross-entropy between `<vid>`-frame similarities and the soft target alpha^-|i - t| (SPEC 5)."""
+        """Cross-entropy between `<vid>`-frame similarities and the soft target alpha^-|i - t| (docs/design.md §5)."""
         vid_states, frame_states = hidden_states[VID_STATE], hidden_states[FRAME_STATE]
         next_is_vid = inputs.labels[:, 1:] == self.config.match_token_id
         losses = []

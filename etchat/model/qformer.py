@@ -1,9 +1,10 @@
-"""The frame compressor: InstructBLIP Q-Former + the E.T. Chat aggregator, one LLM token per frame (SPEC 3).
+"""The frame compressor: InstructBLIP Q-Former + the E.T. Chat aggregator, one LLM token per frame (docs/design.md
+§3).
 
 The Q-Former is transformers' `InstructBlipQFormerModel`. The published checkpoints name its weights the way the
-original BERT implementation did (`attention.self.*`, `embeddings.LayerNorm`); `QFORMER_KEY_RENAMES` maps between the
-two layouts, and is registered with transformers so `from_pretrained`/`save_pretrained` read and write the published
-names.
+original BERT implementation did (`attention.self.*`, `embeddings.LayerNorm`); `QFORMER_WEIGHT_RENAMES` maps the
+published names to transformers' (`hf_to_published_key` maps back), and `etchat.model.modeling_etchat` registers it
+with transformers so that `from_pretrained` reads the published names.
 """
 
 from __future__ import annotations

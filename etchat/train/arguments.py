@@ -1,4 +1,4 @@
-"""Command-line arguments of `python -m etchat.train.train` (the original's flags, SPEC 6).
+"""Command-line arguments of `python -m etchat.train.train` (the original's flags, docs/design.md §6).
 
 Three groups, parsed together by `HfArgumentParser`: what model to build (`ModelArguments`), what data to read
 (`DataArguments`) and how to train (`TrainingArguments`, transformers' own plus LoRA / tuning-mode / saving options).
@@ -43,7 +43,7 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "EVA-ViT geometry override for small models: a JSON object, or a JSON file holding it "
-            "(or holding it under the key 'vision_config', like etchat.tiny's tiny.json)"
+            "(or holding it under the key 'vision_config', like etchat.toy.tiny's tiny.json)"
         },
     )
     qformer_config: str | None = field(

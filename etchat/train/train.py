@@ -1,4 +1,4 @@
-"""Train one stage of E.T. Chat (SPEC 6): `torchrun ... -m etchat.train.train --model_name_or_path ... ...`.
+"""Train one stage of E.T. Chat (docs/design.md §6): `torchrun ... -m etchat.train.train --model_name_or_path ... ...`.
 
 Stage 1 starts from a plain LLM folder (`--language_model phi3`) plus `--pretrain_vision_tower` / `--pretrain_qformer`;
 stages 2 and 3 start from the previous stage's output. A run resumes from the newest complete `checkpoint-*` in
@@ -171,23 +171,16 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments):
 
 
 def add_training_lora(model, training_args: TrainingArguments):
-    """LoRA on the decoder's attention projections (etchat.model.lora), wrapped in peft's generic PeftModel."""
-    from peft import get_peft_model
+    """LoRA on the decoder's attention projections with the command line's settings (etchat.model.lora)."""
+    from etchat.model.lora import add_lora
 
-    from etchat.model.lora import lora_config
-
-    config = lora_config(
-        model.config.language_model,
+    return add_lora(
+        model,
         r=training_args.lora_r,
         alpha=training_args.lora_alpha,
         dropout=training_args.lora_dropout,
         bias=training_args.lora_bias,
     )
-    # No task type: the generic PeftModel passes the batch's extra keys (images, queries, ...) through as they are,
-    # where PeftModelForCausalLM adds inputs_embeds=None, which clashes with the embeddings the model builds itself.
-    config.task_type = None
-    logger.info("LoRA on %s (r=%d, alpha=%d)", config.target_modules, config.r, config.lora_alpha)
-    return get_peft_model(model, config)
 
 
 def log_trainable(model: torch.nn.Module, trainable: list[str]) -> None:

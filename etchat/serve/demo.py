@@ -1,11 +1,11 @@
 """A local web demo: upload a video, ask E.T. Chat about it, click the times of the answer to seek the video.
 
-    python -m etchat.demo --model model_zoo/ETChat-Phi3-Mini-Stage-3 [--host 127.0.0.1 --port 7860]
+    python -m etchat.serve.demo --model_path model_zoo/ETChat-Phi3-Mini-Stage-3 [--host 127.0.0.1 --port 7860]
 
 then open http://127.0.0.1:7860. The answer is shown as it is generated; once it is complete, each `<vid>` time
 (mm:ss.s) becomes a link that moves the video player there, and the timeline plot (thumbnails, matched times,
-similarity curves) appears below. Questions about the same video form a conversation (see ``etchat.chat``); a new
-video or "New conversation" starts another. The model answers one question at a time.
+similarity curves) appears below. Questions about the same video form a conversation (see
+``etchat.serve.session``); a new video or "New conversation" starts another. The model answers one question at a time.
 
 The page is built with Gradio. The player is Gradio's own video component; the links are handled by a click listener
 on the answer (``SEEK_JS``) that sets ``currentTime`` of the ``<video>`` element inside the player.
@@ -25,22 +25,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etchat.chat import (
-    ChatAnswer,
+from etchat.data.tokenization import format_seconds
+from etchat.data.video import VideoClip
+from etchat.serve.answer import ChatAnswer
+from etchat.serve.options import add_session_args, report_input_error, setup_logging
+from etchat.serve.session import (
     ChatInputError,
     VideoChat,
-    add_model_args,
     chat_settings,
     check_question,
     load_chat_model,
-    make_generator,
     plot_answer,
     read_video,
-    report_input_error,
-    setup_logging,
 )
-from etchat.data.tokenization import format_seconds
-from etchat.data.video import VideoClip
 
 if TYPE_CHECKING:
     from etchat.model.generation import GenerationSettings
@@ -176,7 +173,7 @@ class DemoBackend:
             clip,
             self.settings,
             history=state["turns"],
-            generator=make_generator(self.model.device, self.seed),
+            seed=self.seed,
         )
         turns = list(state["turns"])
         for item in stream_answer(chat, question):
@@ -226,9 +223,9 @@ def build_demo(backend: DemoBackend):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m etchat.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m etchat.serve.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_args(parser)
+    add_session_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
     return parser.parse_args(argv)
@@ -239,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing may phone home
     try:
-        model, tokenizer = load_chat_model(args.model, args.device, args.dtype)
+        model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype)
         settings = chat_settings(model, args.greedy, args.temperature, args.max_new_tokens)
     except ChatInputError as error:
-        return report_input_error("etchat.demo", error, args.verbose)
+        return report_input_error("etchat.serve.demo", error, args.verbose)
     backend = DemoBackend(model, tokenizer, settings, args.fps, args.max_video_len, args.seed)
     demo = build_demo(backend)
     print(f"E.T. Chat demo on http://{args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """Reference points for E.T. Bench-style scores: a random-span baseline and a side-by-side summary.
 
-    python -m etchat.eval.baselines random_spans <annotations> <out_dir> [--seed 0]
-    python -m etchat.eval.baselines summary name=<pred_dir> [name=<pred_dir> ...]
+    python -m etchat.toy.baselines random_spans <annotations> <out_dir> [--seed 0]
+    python -m etchat.toy.baselines summary name=<pred_dir> [name=<pred_dir> ...]
 
 `random_spans` answers every sample by chance in the format its task asks for: a random span (`s - e`) for the
 span tasks, a random second for highlights, a random option letter for multiple choice, random spans with a dummy
@@ -17,20 +17,12 @@ import logging
 import random
 from pathlib import Path
 
-from etchat.eval.io import write_json_atomic
+from etchat.eval.etbench.infer import load_annotations
+from etchat.eval.etbench.scorers import OPTION_LETTERS
+from etchat.eval.etbench.tasks import TASKS
+from etchat.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
-
-MULTIPLE_CHOICE = ("rar", "eca", "rvq", "gvq")
-
-
-def load_annotations(path: str) -> list[dict]:
-    path = Path(path)
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-    samples = []
-    for file in files:
-        samples.extend(json.loads(file.read_text()))
-    return samples
 
 
 def _random_span(rng: random.Random, duration: float) -> tuple[int, int]:
@@ -40,8 +32,8 @@ def _random_span(rng: random.Random, duration: float) -> tuple[int, int]:
 
 def random_answer(sample: dict, rng: random.Random) -> str:
     task, duration = sample["task"], float(sample["duration"])
-    if task in MULTIPLE_CHOICE:
-        return f"({'ABCDE'[rng.randrange(len(sample.get('o', 'ABCD')))]})"
+    if TASKS[task].options:
+        return f"({OPTION_LETTERS[rng.randrange(len(sample['o']))]})"
     if task == "vhd":
         return f"The highlight moment happens in {round(rng.uniform(0, duration))}."
     if task in ("dvc", "slc"):

@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from etchat.io import read_jsonl, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -38,40 +39,6 @@ def shard(items: Sequence, chunk: int, index: int) -> list:
 def shard_name(stem: str, chunk: int, index: int) -> str:
     """File stem of shard ``index`` of ``chunk``: ``stem_{index}``, or ``stem`` for a single shard."""
     return f"{stem}_{index}" if chunk > 1 else stem
-
-
-def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Records of a JSON-lines file. A last line cut short by a crash is skipped with a warning."""
-    lines = Path(path).read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number == len(lines):
-                logger.warning("%s: skipping the unfinished last line %d (%s)", path, number, error)
-                continue
-            raise ValueError(f"{path}: line {number} is not valid JSON ({error})") from error
-    return records
 
 
 def drop_unfinished_line(path: Path) -> None:

@@ -4,20 +4,22 @@ It holds all 20 (task, source) groups with the real sizes (7,289 samples at ``--
 (``idx, task, source, video, duration, q, src, tgt, p, o, g, a``). Answers mix the styles a model produces: right
 (near the ground truth), wrong, and unparsable or free-text answers, in the formats the E.T. Bench prompts ask for.
 
-Usage: ``python -m etchat.eval.synthetic_predictions --out preds.json [--scale 0.05] [--seed 0]``.
+Usage: ``python -m etchat.toy.predictions --out preds.json [--scale 0.05] [--seed 0]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 from pathlib import Path
 
+from etchat.eval.etbench.scorers import OPTION_LETTERS
+from etchat.io import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
-# (task, source, number of samples) of the full benchmark, in the order of SPEC 9.
+# (task, source, number of samples) of the full benchmark (docs/design.md §9).
 GROUP_SIZES = (
     ("rar", "perception_test", 500),
     ("eca", "charades_sta", 500),
@@ -42,7 +44,6 @@ GROUP_SIZES = (
 )
 OUTCOMES = ("right", "wrong", "free")  # free: no usable letter / time, e.g. free text or a refusal
 OUTCOME_WEIGHTS = (0.5, 0.3, 0.2)
-LETTERS = "ABCDE"
 PHRASES = (
     "a person opens the refrigerator",
     "the man cuts an onion on the board",
@@ -107,10 +108,10 @@ def _choice(rng: random.Random, outcome: str, options: list, answer: int) -> str
     """A multiple-choice answer: the right letter, a wrong letter, or free text close to some option."""
     texts = [o if isinstance(o, str) else f"{o[0]} - {o[1]}" for o in options]
     if outcome == "right":
-        return _letter_answer(rng, LETTERS[answer], texts[answer])
+        return _letter_answer(rng, OPTION_LETTERS[answer], texts[answer])
     if outcome == "wrong":
         wrong = rng.choice([i for i in range(len(options)) if i != answer])
-        return _letter_answer(rng, LETTERS[wrong], texts[wrong])
+        return _letter_answer(rng, OPTION_LETTERS[wrong], texts[wrong])
     if rng.random() < 0.3:
         return rng.choice(REFUSALS)
     return f"I think it is when {rng.choice(texts)}."
@@ -121,7 +122,7 @@ def _options(rng: random.Random, count: int = 4) -> tuple[list[str], int]:
 
 
 def _option_prompt(question: str, options: list[str]) -> str:
-    lines = "\n".join(f"({LETTERS[i]}) {option}" for i, option in enumerate(options))
+    lines = "\n".join(f"({OPTION_LETTERS[i]}) {option}" for i, option in enumerate(options))
     return f"{question}\nOptions:\n{lines}\nPlease choose the best option."
 
 
@@ -300,8 +301,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     samples = make_predictions(args.scale, args.seed)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(samples, indent=1))
+    write_json_atomic(out, samples, indent=1)
     logger.info(f"Wrote {len(samples)} synthetic predictions to {out}")
     return out
 

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
+from etchat.io import write_json_atomic
 from etchat.model.eva_vit import EVAVisionTransformer
 from etchat.model.qformer import QFormer, hf_to_published_key
-from etchat.tiny_tokenizer import build_tiny_tokenizer
+from etchat.toy.tokenizer import build_tiny_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,13 @@ class TinyGeometry:
         return f"clip_center_{self.vision_config()['img_size']}"
 
 
-def _round_up(n: int, multiple: int) -> int:
+def round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None, seed: int) -> None:
-    tokenizer = build_tiny_tokenizer(corpus, vocab_size=geometry.tokenizer_vocab)
-    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
-    # Like Phi-3, the embedding has spare rows so `<vid>` fits without resizing.
-    config = Phi3Config(
-        vocab_size=_round_up(len(tokenizer) + 1, 64),
+def tiny_llm_fields(geometry: TinyGeometry) -> dict:
+    """The Phi-3 config fields of the tiny language model (everything but the vocabulary and special tokens)."""
+    return dict(
         hidden_size=geometry.llm_hidden,
         intermediate_size=geometry.llm_intermediate,
         num_hidden_layers=geometry.llm_layers,
@@ -78,6 +76,16 @@ def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None
         num_key_value_heads=geometry.llm_heads,
         max_position_embeddings=4096,
         original_max_position_embeddings=4096,
+    )
+
+
+def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None, seed: int) -> None:
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=geometry.tokenizer_vocab)
+    end_id = tokenizer.convert_tokens_to_ids("<|end|>")
+    # Like Phi-3, the embedding has spare rows so `<vid>` fits without resizing.
+    config = Phi3Config(
+        vocab_size=round_up(len(tokenizer) + 1, 64),
+        **tiny_llm_fields(geometry),
         sliding_window=2047,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -133,8 +141,7 @@ def write_tiny_base(out_dir: str, geometry: TinyGeometry | None = None, corpus=N
         "vision_processor": geometry.vision_processor(),
         "geometry": asdict(geometry),
     }
-    with open(os.path.join(out_dir, "tiny.json"), "w") as f:
-        json.dump(spec, f, indent=2)
+    write_json_atomic(os.path.join(out_dir, "tiny.json"), spec, indent=2)
     return spec
 
 
@@ -200,7 +207,9 @@ def main(argv=None) -> None:
         description="Write tiny E.T. Chat base weights in the published formats (for tests and the quickstart)."
     )
     parser.add_argument("out_dir", help="folder for the base weights (or an existing one, with the options below)")
-    parser.add_argument("--corpus", help="JSON list of texts to train the tiny tokenizer on")
+    parser.add_argument(
+        "--corpus", help="texts to train the tiny tokenizer on: a JSON list, or a synthetic data set folder"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="test", help="toy geometry")
     parser.add_argument("--print_args", action="store_true", help="print the train.py flags of an existing base")
@@ -216,7 +225,11 @@ def main(argv=None) -> None:
             save_untrained(spec, args.save_untrained)
         return
     corpus = None
-    if args.corpus:
+    if args.corpus and os.path.isdir(args.corpus):
+        from etchat.toy.synthetic.dataset import corpus_texts
+
+        corpus = corpus_texts(args.corpus)
+    elif args.corpus:
         with open(args.corpus) as f:
             corpus = json.load(f)
     write_tiny_base(args.out_dir, PRESETS[args.preset], corpus, args.seed)

@@ -1,4 +1,4 @@
-"""Charades-STA moment retrieval scores: ``python -m etchat.eval.eval_grounding <pred.json or folder>``.
+"""Charades-STA moment retrieval scores: ``python -m etchat.eval.charades <pred.json or folder>``.
 
 Input: a JSON file (or a folder whose ``*.json`` files are merged; a ``metrics.json`` there is skipped) holding a
 list of predictions, one per test query, as the Charades-STA inference writes them::
@@ -15,19 +15,21 @@ The two times are used in the order given, as the original E.T. Chat script does
 scores IoU 0 (it is not a failure). IoU is computed in float32 like the original; a non-finite IoU counts as 0.
 
 Scores: R1@0.3 / R1@0.5 / R1@0.7 (share of all samples whose IoU reaches the threshold), mIoU (mean IoU over all
-samples) and the failure rate.
+samples) and the failure rate. They are printed and written to ``metrics.json`` next to the predictions (or to
+``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
 
 import torch
 from nncore.ops import temporal_iou
+
+from etchat.io import METRICS_FILE, load_records, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -85,32 +87,20 @@ def grounding_scores(samples: list[dict]) -> dict[str, float]:
 
 
 def load_predictions(path: str | Path) -> list[dict]:
-    """Predictions of a JSON file, or of every JSON file of a folder (sorted; ``metrics.json`` skipped)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.glob("*.json") if p.name != "metrics.json")
-        if not files:
-            raise FileNotFoundError(f"no .json prediction files in {path}")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"prediction file or folder not found: {path}")
-    samples = []
-    for file in files:
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{file}: not valid JSON ({error})") from error
-        if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
-            raise ValueError(f"{file}: expected a list of prediction objects")
-        samples += data
-    return samples
+    """Predictions of a JSON file, or of every JSON file of a folder (in name order; ``metrics.json`` skipped)."""
+    return load_records(path, suffixes=(".json",))
+
+
+def metrics_path(pred_path: str | Path) -> Path:
+    """Where the scores of ``pred_path`` go: ``metrics.json`` in the prediction folder."""
+    pred_path = Path(pred_path)
+    return (pred_path if pred_path.is_dir() else pred_path.parent) / METRICS_FILE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Charades-STA scores (R1@0.3/0.5/0.7, mIoU, failure rate).")
     parser.add_argument("pred_path", help="a JSON prediction file, or a folder of them (see the module docstring)")
-    parser.add_argument("--out", help="optional JSON file for the scores")
+    parser.add_argument("--out", help="JSON file for the scores (default: metrics.json next to the predictions)")
     return parser.parse_args(argv)
 
 
@@ -123,9 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     logger.info(" ".join(f"R1@{thr}: {round(scores[f'R1@{thr}'], 3)}" for thr in THRESHOLDS))
     logger.info(f"mIoU: {round(scores['mIoU'], 3)}")
     logger.info(f"Failed: {scores['Failed']} samples ({scores['FailureRate'] * 100:.1f}%)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(scores, indent=2))
-        logger.info(f"Wrote {args.out}")
+    out = Path(args.out) if args.out else metrics_path(args.pred_path)
+    write_json_atomic(out, scores, indent=2)
+    logger.info(f"Wrote {out}")
     return scores
 
 

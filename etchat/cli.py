@@ -1,0 +1,46 @@
+"""The command-line vocabulary every command shares: model path, device, dtype, logging.
+
+Flag names follow the published scripts where they have them (`--model_path`, `--anno_path`, `--data_path`,
+`--pred_path`; training's `--model_name_or_path`), snake_case everywhere, and one set of dtype names: torch's own
+(`float32`, `float16`, `bfloat16`). docs/design.md lists the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def add_model_path_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--model_path", required=required, help="E.T. Chat checkpoint folder (full, or partial on top of its base)"
+    )
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", *DTYPES),
+        default="auto",
+        help="dtype of the weights (auto: float16 on CUDA, else float32)",
+    )
+
+
+def resolve_device_dtype(device: str | None, dtype: str | None = "auto") -> tuple[str, torch.dtype]:
+    """Default device: cuda when available; dtype `auto` (or None): float16 on CUDA, float32 elsewhere."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype in (None, "auto"):
+        dtype = "float16" if torch.device(device).type == "cuda" else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}, expected one of {', '.join(DTYPES)}")
+    return device, DTYPES[dtype]
+
+
+def setup_logging(level: int = logging.INFO, fmt: str = LOG_FORMAT) -> None:
+    logging.basicConfig(level=level, format=fmt, force=True)

@@ -1,0 +1,3 @@
+from etchat.eval.charades.metrics import main
+
+main()

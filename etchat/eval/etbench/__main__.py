@@ -1,0 +1,3 @@
+from etchat.eval.etbench.compute_metrics import main
+
+main()

@@ -1,0 +1,131 @@
+"""Dense captioning (DVC, SLC) as the official E.T. Bench scoring computes it: detection precision / recall at four
+IoU thresholds, and caption metrics of the predicted captions against the references they overlap, per video, then
+averaged (docs/design.md §9)."""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from etchat.eval.etbench.parsing import parse_dense_captions
+from etchat.eval.etbench.scorers import IOU_THRESHOLDS, describe
+from etchat.eval.metrics.captions import CAPTION_METRICS, CaptionScorers, ptb_tokenize, remove_non_ascii
+
+MAX_PROPOSALS = 1000
+
+
+def random_caption(rng: random.Random) -> str:
+    """The official stand-in reference of an unmatched predicted caption: 10-20 random lower-case letters."""
+    length = rng.randint(10, 20)
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(length))
+
+
+def caption_iou(a: list[float], b: list[float]) -> float:
+    """IoU of the official dense-captioning evaluator (float64, union + 1e-8)."""
+    intersection = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = min(max(a[1], b[1]) - min(a[0], b[0]), b[1] - b[0] + a[1] - a[0])
+    return float(intersection) / (union + 1e-8)
+
+
+def detection_precision_recall(references: dict, predictions: dict, tiou: float) -> tuple[float, float]:
+    """Mean over videos of the share of predictions / references covered at IoU > tiou (strict)."""
+    precisions, recalls = [], []
+    for video, (ref_spans, _) in references.items():
+        covered_refs, covered_preds = set(), set()
+        preds = predictions[video]
+        for i, (span, _) in enumerate(preds):
+            for j, ref_span in enumerate(ref_spans):
+                if caption_iou(span, ref_span) > tiou:
+                    covered_refs.add(j)
+                    covered_preds.add(i)
+        precisions.append(len(covered_preds) / len(preds))
+        recalls.append(len(covered_refs) / len(ref_spans))
+    return sum(precisions) / len(precisions), sum(recalls) / len(recalls)
+
+
+def caption_pairs(references: dict, predictions: dict, tiou: float, rng: random.Random) -> list[tuple]:
+    """(video, predicted caption, reference caption) for each prediction and each reference it overlaps at IoU >=
+    tiou; an unmatched prediction is paired with a random string (drawn from `rng` in the official order)."""
+    pairs = []
+    for video, (ref_spans, ref_captions) in references.items():
+        for span, caption in predictions[video]:
+            matched = False
+            for ref_span, ref_caption in zip(ref_spans, ref_captions):
+                if caption_iou(span, ref_span) >= tiou:
+                    pairs.append((video, remove_non_ascii(caption), remove_non_ascii(ref_caption)))
+                    matched = True
+            if not matched:
+                pairs.append((video, remove_non_ascii(caption), random_caption(rng)))
+    return pairs
+
+
+def caption_scores(tokenized_pairs: list[tuple], scorers: CaptionScorers) -> dict:
+    """Caption metrics at one threshold from PTB-tokenized (video, hypothesis, reference) pairs: scored per video,
+    then averaged over videos."""
+    per_video: dict[str, tuple[dict, dict]] = {}
+    for index, (video, hyp, ref) in enumerate(tokenized_pairs):
+        video_refs, video_hyps = per_video.setdefault(video, ({}, {}))
+        video_refs[index], video_hyps[index] = [ref], [hyp]
+    rows = [scorers.score(video_refs, video_hyps) for video_refs, video_hyps in per_video.values()]
+    # BLEU is averaged as one (videos x 4) array like the official script: numpy sums that axis in another order
+    # than a 1-D mean would, which can change the last bits.
+    bleu = np.mean([[row[f"Bleu_{n}"] for n in range(1, 5)] for row in rows], axis=0)
+    scores = {f"Bleu_{n}": bleu[n - 1] for n in range(1, 5)}
+    scores.update({metric: np.mean([row[metric] for row in rows]) for metric in CAPTION_METRICS[4:]})
+    return scores
+
+
+def tokenize_pairs(pairs_per_threshold: list[list[tuple]]) -> list[list[tuple]]:
+    """PTB-tokenize the captions of all thresholds in one Java call (each line is tokenized on its own)."""
+    texts = [text for pairs in pairs_per_threshold for _, hyp, ref in pairs for text in (hyp, ref)]
+    tokens = iter(ptb_tokenize(texts))
+    return [[(video, next(tokens), next(tokens)) for video, _, _ in pairs] for pairs in pairs_per_threshold]
+
+
+def score_dense_captioning(
+    samples: list[dict], scorers: Callable[[], CaptionScorers], rng: random.Random, *, show_progress: bool = False
+) -> dict:
+    """DVC, SLC: detection F1 (IoU > t, scaled by the parsed share) and caption metrics, averaged over thresholds.
+
+    `scorers` returns the (shared) caption scorers; it is called only when some answer parses. `rng` draws the
+    stand-in references of unmatched predictions.
+    """
+    references, predictions, failed = {}, {}, 0
+    for sample in samples:
+        spans, captions = parse_dense_captions(sample["a"])
+        if spans is None:
+            failed += 1
+            continue
+        if not sample["tgt"] or len(sample["g"]) < len(sample["tgt"]):
+            raise ValueError(f"{describe(sample)}: needs at least one event in 'tgt' and a caption in 'g' for each")
+        # Keyed by video like the official script: a later sample of the same video replaces an earlier one.
+        references[sample["video"]] = (sample["tgt"], sample["g"])
+        predictions[sample["video"]] = list(zip(spans, captions))[:MAX_PROPOSALS]
+    scale = len(predictions) / len(samples)
+
+    per_threshold = {key: [0] * len(IOU_THRESHOLDS) for key in ("Recall", "Precision", *CAPTION_METRICS)}
+    if references:
+        pairs = tokenize_pairs([caption_pairs(references, predictions, tiou, rng) for tiou in IOU_THRESHOLDS])
+        for i, tiou_pairs in enumerate(tqdm(pairs, desc="captions", leave=False, disable=not show_progress)):
+            for metric, value in caption_scores(tiou_pairs, scorers()).items():
+                per_threshold[metric][i] = value
+        for i, tiou in enumerate(IOU_THRESHOLDS):
+            precision, recall = detection_precision_recall(references, predictions, tiou)
+            per_threshold["Precision"][i], per_threshold["Recall"][i] = precision, recall
+
+    result = {"Total": len(samples), "Failed": failed}
+    f1s = []
+    for recall, precision, thr in zip(per_threshold["Recall"], per_threshold["Precision"], IOU_THRESHOLDS):
+        recall, precision = recall * scale, precision * scale
+        f1 = 0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        result[f"F1@{thr}"] = round(f1, 5)
+        f1s.append(f1)
+    result["F1"] = round(sum(f1s) / len(f1s), 5)
+    for metric in CAPTION_METRICS:
+        # np.float64 values round with numpy's rule, exactly as in the official script.
+        result[metric] = round(sum(per_threshold[metric]) / len(IOU_THRESHOLDS), 5)
+    return result

@@ -1,0 +1,106 @@
+"""E.T. Bench inference (docs/design.md §8), run by the shared runner (`etchat.eval.runner`).
+
+    python -m etchat.eval.etbench.infer --anno_path data/etbench/annotations/vid \
+        --data_path data/etbench/videos_compressed --pred_path work_dirs/etchat-stage-3/etbench \
+        --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
+
+The published protocol: phi3 prompt ``<image>\\n{q}`` with an open assistant turn; for the tasks whose spec says so
+(RAR, ECA, RVQ) the prompt goes on with ``Best Option: (`` and a repetition penalty of 1.2 (sparing ``<vid>``)
+applies. Each ``<vid>`` of an answer is written as its matched frame index. Each record keeps the sample's fields
+plus the answer ``a``; the files are ``etbench_{i}.json`` (``etbench.json`` for one shard), the input of
+``compute_metrics.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from etchat.data.conversation import chat_prompt
+from etchat.eval.etbench.tasks import TASKS
+from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.io import read_records, record_files
+from etchat.model.generation import MatchedAnswer
+
+BEST_OPTION_PROMPT = "Best Option: ("
+BEST_OPTION_PENALTY = 1.2
+REQUIRED_FIELDS = ("idx", "task", "source", "video", "q")
+# Fields inference writes; dropped from an input sample so an old answer or error never survives a new one.
+OUTPUT_FIELDS = ("a", "error", "sims", "frame_times", "match_times")
+
+
+def load_annotations(path: str | os.PathLike) -> list[dict]:
+    """Samples of an annotation file, or of every ``.json`` file of a folder (in name order), checked for their
+    fields and for unique keys."""
+    samples = []
+    for file in record_files(path, suffixes=(".json",)):
+        file_samples = read_records(file)
+        for position, sample in enumerate(file_samples):
+            missing = [k for k in REQUIRED_FIELDS if k not in sample]
+            if missing:
+                raise ValueError(f"{file}: sample #{position} lacks {', '.join(missing)}")
+        samples.extend(file_samples)
+    _check_unique_keys(samples)
+    return samples
+
+
+def sample_key(sample: dict) -> str:
+    """Stable name of a benchmark sample across runs: task/source/idx."""
+    return f"{sample['task']}/{sample['source']}/{sample['idx']}"
+
+
+def _check_unique_keys(samples: list[dict]) -> None:
+    seen = set()
+    for sample in samples:
+        key = sample_key(sample)
+        if key in seen:
+            raise ValueError(f"two annotation samples share task/source/idx {key}; resuming needs unique keys")
+        seen.add(key)
+
+
+def build_prompt(question: str, conv_name: str = "phi3", best_option: bool = False) -> str:
+    """The published prompt of one question, with the Best Option prefix for the tasks that have it."""
+    prompt = chat_prompt([], question, conv_name)
+    if best_option:
+        prompt += BEST_OPTION_PROMPT if prompt.endswith("\n") else " " + BEST_OPTION_PROMPT
+    return prompt
+
+
+def build_job(sample: dict, data_path: str, conv_name: str = "phi3") -> Job:
+    spec = TASKS.get(sample["task"])
+    best_option = spec is not None and spec.best_option_prompt
+    return Job(
+        key=sample_key(sample),
+        sample=sample,
+        video_path=os.path.join(data_path, sample["video"]),
+        prompt=build_prompt(sample["q"], conv_name, best_option),
+        query=sample["q"],
+        src=sample.get("src"),
+        repetition_penalty=BEST_OPTION_PENALTY if best_option else None,
+    )
+
+
+def _input_fields(sample: dict) -> dict:
+    return {k: v for k, v in sample.items() if k not in OUTPUT_FIELDS}
+
+
+def to_record(job: Job, answer: MatchedAnswer, loaded: LoadedJob) -> dict:
+    return {**_input_fields(job.sample), "a": answer.text}
+
+
+def to_error(job: Job, error: str) -> dict:
+    return {**_input_fields(job.sample), "a": "", "error": error}
+
+
+ETBENCH = Benchmark(
+    name="E.T. Bench",
+    stem="etbench",
+    load_samples=load_annotations,
+    sample_key=sample_key,
+    build_job=build_job,
+    to_record=to_record,
+    to_error=to_error,
+)
+
+
+if __name__ == "__main__":
+    main(ETBENCH, description=__doc__)

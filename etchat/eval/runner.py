@@ -1,0 +1,319 @@
+"""Batched, resumable, sharded inference over any benchmark (docs/design.md §8).
+
+A benchmark says what its samples are and what a record holds (`Benchmark`); the runner does the rest, the same way
+for every benchmark:
+
+* shard ``i`` of ``k`` answers samples ``i, i + k, i + 2k, ...`` and writes ``<stem>_{i}.json`` (``<stem>.json`` for
+  one shard), each record keeping the sample's fields plus the answer;
+* every record is journalled as it is produced (``etchat.eval.results``) and a rerun skips the samples already
+  answered;
+* a sample whose video cannot be read, or whose generation fails, gets an ``error`` field and the run goes on (a
+  rerun retries it);
+* videos are decoded ahead by ``--num_workers`` worker processes and ``--batch_size`` samples are generated together;
+  under ``--greedy`` a batch gives the answers of batch size 1; with ``--seed`` each batch draws from a generator
+  seeded by the seed and its first sample's key, so with batch size 1 an answer does not depend on sharding or
+  resuming;
+* decoding is the published one (`etchat.model.generation.published_settings`).
+
+Annotations are read and checked before the model loads, so a bad file fails in a moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
+from etchat.data.tokenization import tokenize
+from etchat.data.transforms import build_transform
+from etchat.data.video import load_video
+from etchat.eval.results import ResultStore, shard
+from etchat.model.generation import (
+    GenerationRequest,
+    GenerationSettings,
+    MatchedAnswer,
+    generate,
+    model_conv_type,
+    published_settings,
+    seeded_generator,
+)
+
+logger = logging.getLogger(__name__)
+
+SIM_DECIMALS = 4
+
+
+@dataclass
+class Job:
+    """One sample to answer: its stable key, the record it extends, and what the model is given."""
+
+    key: str
+    sample: dict
+    video_path: str
+    prompt: str
+    query: str  # Q-Former instruction
+    src: list | None = None
+    repetition_penalty: float | None = None
+
+
+@dataclass
+class LoadedJob:
+    job: Job
+    video: torch.Tensor | None = None  # transformed frames (T, 3, H, W) in the model dtype
+    tags: list[float] | None = None
+    duration: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What the runner needs to know about a benchmark.
+
+    ``load_samples(anno_path)`` reads and checks the annotations; ``sample_key(sample)`` names a sample stably across
+    runs; ``build_job(sample, data_path, conv_name)`` makes its `Job`; ``to_record(job, answer, loaded)`` and
+    ``to_error(job, message)`` make the record of an answered and of a failed sample.
+    """
+
+    name: str
+    stem: str
+    load_samples: Callable[[str], list[dict]]
+    sample_key: Callable[[dict], str]
+    build_job: Callable[[dict, str, str], Job]
+    to_record: Callable[[Job, MatchedAnswer, LoadedJob], dict]
+    to_error: Callable[[Job, str], dict]
+
+
+class JobVideos(Dataset):
+    """Decodes and transforms each job's video (in DataLoader workers); a failure is returned, not raised."""
+
+    def __init__(self, jobs: list[Job], transform: Callable, dtype: torch.dtype, fps: float = 1.0):
+        self.jobs, self.transform, self.dtype, self.fps = jobs, transform, dtype, fps
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> LoadedJob:
+        job = self.jobs[i]
+        try:
+            clip = load_video(job.video_path, fps=self.fps, num_threads=1)
+            return LoadedJob(job, self.transform(clip.frames).to(self.dtype), clip.tags, clip.duration)
+        except Exception as error:  # any unreadable video becomes that sample's error record
+            return LoadedJob(job, error=describe_error(error))
+
+
+def describe_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def match_fields(answer: MatchedAnswer, tags: list[float]) -> dict:
+    """The `<vid>` similarity curves, frame times and matched times, for plotting (``--save_sims``)."""
+    return {
+        "sims": [[round(float(x), SIM_DECIMALS) for x in sim.tolist()] for sim in answer.similarities],
+        "frame_times": list(tags),
+        "match_times": list(answer.times),
+    }
+
+
+def _generate(model, tokenizer, items: list[LoadedJob], settings: GenerationSettings, seed) -> list[MatchedAnswer]:
+    requests = [
+        GenerationRequest(
+            input_ids=tokenize(item.job.prompt, tokenizer),
+            video=item.video,
+            query=item.job.query,
+            src=item.job.src,
+            tags=item.tags,
+        )
+        for item in items
+    ]
+    generator = seeded_generator(model.device, seed, items[0].job.key) if settings.do_sample else None
+    return generate(model, tokenizer, requests, settings, generator=generator)
+
+
+def answer_batch(
+    model, tokenizer, items: list[LoadedJob], settings: GenerationSettings, seed: int | None
+) -> list[tuple[MatchedAnswer | None, str | None]]:
+    """(answer, error) per item. A failing batch is retried one sample at a time so only the culprit fails."""
+    try:
+        return [(answer, None) for answer in _generate(model, tokenizer, items, settings, seed)]
+    except Exception as error:  # one bad sample (or an out-of-memory batch) must not stop the run
+        if model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(items) == 1:
+            logger.exception("Generation failed on %s", items[0].job.key)
+            return [(None, describe_error(error))]
+        logger.warning("A batch of %d failed (%s); answering its samples one by one", len(items), error)
+        return [result for item in items for result in answer_batch(model, tokenizer, [item], settings, seed)]
+
+
+RecordFn = Callable[[Job, MatchedAnswer, LoadedJob], dict]
+ErrorFn = Callable[[Job, str], dict]
+
+
+def run_jobs(
+    model,
+    tokenizer,
+    jobs: list[Job],
+    store: ResultStore,
+    settings: GenerationSettings,
+    to_record: RecordFn,
+    to_error: ErrorFn,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    seed: int | None = 0,
+    desc: str = "inference",
+) -> dict[str, dict]:
+    """Answer ``jobs``, journalling each record as it is made; returns key -> record."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dtype = next(model.parameters()).dtype
+    transform = build_transform(model.config.vision_processor, inference=True)
+    loader = DataLoader(
+        JobVideos(jobs, transform, dtype),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+    records: dict[str, dict] = {}
+    with tqdm(total=len(jobs), unit="sample", desc=desc, dynamic_ncols=True) as bar:
+        for batch in loader:
+            for record in _answer_loaded(model, tokenizer, batch, settings, to_record, to_error, seed):
+                store.append(record)
+                records[store.key_fn(record)] = record
+                bar.update(1)
+            bar.set_postfix(errors=sum("error" in r for r in records.values()))
+    return records
+
+
+def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record, to_error, seed) -> list[dict]:
+    """Records of a loaded batch, in batch order; samples needing other settings are generated apart."""
+    results: dict[int, dict] = {}
+    for position, item in enumerate(batch):
+        if item.error is not None:
+            logger.warning("%s: %s", item.job.key, item.error)
+            results[position] = to_error(item.job, item.error)
+    groups: dict[float | None, list[int]] = {}
+    for position, item in enumerate(batch):
+        if item.error is None:
+            groups.setdefault(item.job.repetition_penalty, []).append(position)
+    for penalty, positions in groups.items():
+        items = [batch[p] for p in positions]
+        group_settings = replace(settings, repetition_penalty=penalty)
+        for position, (answer, error) in zip(positions, answer_batch(model, tokenizer, items, group_settings, seed)):
+            job = batch[position].job
+            results[position] = to_error(job, error) if error else to_record(job, answer, batch[position])
+    return [results[p] for p in range(len(batch))]
+
+
+def collect(store: ResultStore, chunk: int, keys: list[str], done: dict, new: dict) -> list[dict]:
+    """Final records of the shard in input order; logs the errors and any stale output of another layout."""
+    records = [new[k] if k in new else done[k] for k in keys]
+    errors = [r for r in records if "error" in r]
+    if errors:
+        logger.warning("%d of %d samples failed (field 'error'); a rerun retries them", len(errors), len(records))
+    for path in store.stale_outputs(chunk):
+        logger.warning("%s is from a run with another number of shards; remove it before scoring the folder", path)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Command line (the same for every benchmark)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_parser(benchmark: Benchmark, description: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--anno_path", required=True, help="annotation file (or folder of them)")
+    parser.add_argument("--data_path", required=True, help="video root folder")
+    parser.add_argument("--pred_path", required=True, help=f"folder the {benchmark.stem}*.json predictions go to")
+    add_model_path_arg(parser)
+    parser.add_argument("--chunk", type=int, default=1, help="number of shards (processes)")
+    parser.add_argument("--index", type=int, default=0, help="shard of this process, 0 <= index < chunk")
+    parser.add_argument("--batch_size", type=int, default=1, help="samples generated together")
+    parser.add_argument("--num_workers", type=int, default=2, help="video decoding worker processes (0: in-process)")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the published sampling")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, from its first sample)")
+    parser.add_argument("--max_new_tokens", type=int, default=GenerationSettings.max_new_tokens)
+    add_device_args(parser)
+    parser.add_argument("--save_sims", action="store_true", help="store the <vid> similarity curves for plotting")
+    parser.add_argument("--plot", type=int, default=0, metavar="N", help="draw timelines of the first N samples")
+    parser.add_argument("--verbose", action="store_true", help="log every prompt and answer")
+    return parser
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Logging with the shard in every line; checks of the shard options."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s [shard {args.index}/{args.chunk}] %(levelname)s %(name)s: %(message)s",
+    )
+    shard([], args.chunk, args.index)  # validates chunk / index
+
+
+def load_model(args: argparse.Namespace):
+    from etchat.model.loading import load_etchat
+
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    logger.info("Loading %s on %s (%s)", args.model_path, device, dtype)
+    model, tokenizer = load_etchat(args.model_path, dtype=dtype, device=device)
+    return model.eval(), tokenizer
+
+
+def _record_fn(benchmark: Benchmark, save_sims: bool, verbose: bool) -> RecordFn:
+    def to_record(job: Job, answer: MatchedAnswer, loaded: LoadedJob) -> dict:
+        record = benchmark.to_record(job, answer, loaded)
+        if save_sims:
+            record.update(match_fields(answer, loaded.tags))
+        if verbose:
+            logger.info("%s\n%s\n-> %s", job.key, job.prompt, answer.text)
+        return record
+
+    return to_record
+
+
+def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=None) -> list[dict]:
+    """Answer shard ``args.index`` of ``args.chunk`` of ``benchmark``; returns and writes its records. The model is
+    loaded from ``args.model_path`` unless given (and only when something is left to answer)."""
+    samples = shard(benchmark.load_samples(args.anno_path), args.chunk, args.index)
+    store = ResultStore(args.pred_path, benchmark.stem, args.chunk, args.index, benchmark.sample_key)
+    done = store.load()
+    todo = [s for s in samples if benchmark.sample_key(s) not in done]
+    logger.info("%d samples in this shard, %d to answer", len(samples), len(todo))
+    new = {}
+    if todo:
+        if model is None:
+            model, tokenizer = load_model(args)
+        conv_name = model_conv_type(model)
+        new = run_jobs(
+            model,
+            tokenizer,
+            [benchmark.build_job(s, args.data_path, conv_name) for s in todo],
+            store,
+            published_settings(model, args.max_new_tokens, args.greedy),
+            _record_fn(benchmark, args.save_sims, args.verbose),
+            benchmark.to_error,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            seed=args.seed,
+            desc=f"{benchmark.name} {args.index}/{args.chunk}",
+        )
+    records = collect(store, args.chunk, [benchmark.sample_key(s) for s in samples], done, new)
+    store.write_final(records)
+    if args.plot:
+        from etchat.eval.plot import plot_records
+
+        plot_records(records[: args.plot], Path(args.pred_path) / "plots", data_path=args.data_path)
+    return records
+
+
+def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> list[dict]:
+    args = build_parser(benchmark, description).parse_args(argv)
+    setup(args)
+    return run(benchmark, args)

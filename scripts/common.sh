@@ -1,0 +1,135 @@
+# Sourced by the launchers in scripts/: the environment, the torchrun arithmetic of training, and the sharding of
+# inference. Not meant to be run on its own.
+#
+# Environment shared by every launcher (defaults in brackets):
+#   SKIP_SETUP=1        use the active Python environment instead of setting up / activating .venv
+#   DRY_RUN=1           print the command instead of running it
+#
+# Training (train_stage_{1,2,3}.sh):
+#   GLOBAL_BATCH        samples per optimizer step over all processes [the stage's published value]
+#   PER_DEVICE_BATCH    samples per process and forward pass [the stage's published value]
+#   NPROC_PER_NODE      processes per node [number of visible GPUs; 1 without a GPU]
+#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   torchrun's multi-node settings [1, 0, 127.0.0.1, 29500]
+#   DTYPE               float16, bfloat16 or float32 [float16 with GPUs; float32 on CPU, where gloo replaces nccl]
+#   DEEPSPEED_CONFIG    [scripts/zero2.json]; zero2_offload / zero3 / zero3_offload.json are alternatives, and
+#                       "none" trains with plain DDP
+#   NUM_WORKERS         data loader processes per training process [4]
+#   EXTRA_ARGS          more flags for etchat.train.train, appended last so they override the stage's, split on
+#                       whitespace (e.g. "--max_steps 20 --save_steps 10 --report_to none")
+#   Gradient accumulation = GLOBAL_BATCH / (NPROC_PER_NODE x NNODES x PER_DEVICE_BATCH), so the global batch stays the
+#   published one on any number of GPUs.
+#
+# Inference (inference.sh, inference_charades.sh):
+#   CUDA_VISIBLE_DEVICES  which GPUs get a shard each ("" or -1: one process on the CPU)
+#   SKIP_METRICS=1        no scoring after inference
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [ "${SKIP_SETUP:-0}" != "1" ]; then
+    # shellcheck disable=SC1091
+    . "$ROOT/scripts/setup_env.sh"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# Print the command (DRY_RUN=1) or run it.
+run_or_print() {
+    if [ "${DRY_RUN:-0}" = "1" ]; then
+        printf '%q ' "$@"
+        echo
+    else
+        "$@"
+    fi
+}
+
+# torchrun -m etchat.train.train <stage flags> <batch, precision and DeepSpeed flags> <EXTRA_ARGS>.
+launch_training() {
+    local num_gpus=0
+    if [ -z "${NPROC_PER_NODE:-}" ] || [ -z "${DTYPE:-}" ]; then
+        num_gpus=$(python -c "import torch; print(torch.cuda.device_count())" 2> /dev/null || echo 0)
+    fi
+    local nproc=${NPROC_PER_NODE:-$((num_gpus > 0 ? num_gpus : 1))}
+    local nnodes=${NNODES:-1}
+    local dtype=${DTYPE:-$([ "$num_gpus" -gt 0 ] && echo float16 || echo float32)}
+    local world_size=$((nproc * nnodes))
+    if ((GLOBAL_BATCH % (world_size * PER_DEVICE_BATCH) != 0)); then
+        echo "GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of processes ($world_size) x PER_DEVICE_BATCH ($PER_DEVICE_BATCH)" >&2
+        return 1
+    fi
+    local grad_accum=$((GLOBAL_BATCH / (world_size * PER_DEVICE_BATCH)))
+    local precision=()
+    case "$dtype" in
+        float16) precision=(--fp16 True) ;;
+        bfloat16) precision=(--bf16 True) ;;
+        float32) ;;
+        *) echo "DTYPE must be float16, bfloat16 or float32, got '$dtype'" >&2; return 1 ;;
+    esac
+    local deepspeed=()
+    local config=${DEEPSPEED_CONFIG:-scripts/zero2.json}
+    if [ "$config" != "none" ]; then deepspeed=(--deepspeed "$config"); fi
+    local extra=()
+    read -r -a extra <<< "${EXTRA_ARGS:-}"  # split on whitespace (no globbing); later flags override earlier ones
+    echo "[$(basename "$0")] $nproc process(es) x $nnodes node(s), $PER_DEVICE_BATCH per device," \
+        "accumulation $grad_accum -> global batch $GLOBAL_BATCH, $dtype" >&2
+    run_or_print torchrun --nnodes "$nnodes" --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}" \
+        --master_port "${MASTER_PORT:-29500}" --nproc_per_node "$nproc" -m etchat.train.train "$@" \
+        --per_device_train_batch_size "$PER_DEVICE_BATCH" --gradient_accumulation_steps "$grad_accum" \
+        --dataloader_num_workers "${NUM_WORKERS:-4}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
+}
+
+# The visible GPUs, one per line (none when CUDA_VISIBLE_DEVICES is "" or negative, or no GPU is found).
+visible_gpus() {
+    local gpus=()
+    if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+        IFS=',' read -ra gpus <<< "$CUDA_VISIBLE_DEVICES"
+        if [ "${#gpus[@]}" -eq 0 ] || [[ "${gpus[0]}" == -* ]]; then gpus=(); fi
+    elif command -v nvidia-smi > /dev/null 2>&1; then
+        local count
+        count="$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)"
+        if [ "$count" -gt 0 ]; then mapfile -t gpus < <(seq 0 $((count - 1))); fi
+    fi
+    if [ "${#gpus[@]}" -gt 0 ]; then printf '%s\n' "${gpus[@]}"; fi
+}
+
+# Start `python -m <module> <args>` once per visible GPU as shard i of k (GPU i), or once on the CPU; wait for all.
+run_shards() {
+    local module="$1"
+    shift
+    local gpus=() pids=() failed=0 i
+    mapfile -t gpus < <(visible_gpus)
+    if [ "${#gpus[@]}" -eq 0 ]; then
+        echo "[inference] no GPU visible: one process on the CPU" >&2
+        run_or_print python -m "$module" "$@" --device cpu
+        return
+    fi
+    echo "[inference] ${#gpus[@]} GPU(s): ${gpus[*]}" >&2
+    trap 'kill "${pids[@]}" 2> /dev/null || true' INT TERM
+    for i in "${!gpus[@]}"; do
+        run_or_print env CUDA_VISIBLE_DEVICES="${gpus[$i]}" python -m "$module" "$@" \
+            --chunk "${#gpus[@]}" --index "$i" --device cuda &
+        pids+=("$!")
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || { echo "[inference] shard $i (GPU ${gpus[$i]}) failed" >&2; failed=1; }
+    done
+    trap - INT TERM
+    return "$failed"
+}
+
+# infer_and_score <package> <folder> <default ANNO_PATH> <default VIDEO_PATH> [<checkpoint>] [inference options]:
+# `python -m <package>.infer` sharded over the visible GPUs into PRED_PATH (default <checkpoint>/<folder>), then
+# `python -m <package> PRED_PATH` scores it (unless SKIP_METRICS=1). checkpoint: default work_dirs/etchat-stage-3.
+infer_and_score() {
+    local package="$1" folder="$2" anno_default="$3" video_default="$4"
+    shift 4
+    local checkpoint="work_dirs/etchat-stage-3"
+    if [ $# -gt 0 ] && [[ "$1" != --* ]]; then
+        checkpoint="$1"
+        shift
+    fi
+    local pred_path="${PRED_PATH:-$checkpoint/$folder}"
+    run_shards "$package.infer" --anno_path "${ANNO_PATH:-$anno_default}" --data_path "${VIDEO_PATH:-$video_default}" \
+        --pred_path "$pred_path" --model_path "$checkpoint" "$@"
+    if [ "${SKIP_METRICS:-0}" != "1" ]; then
+        run_or_print python -m "$package" "$pred_path"
+    fi
+}
