@@ -9,31 +9,86 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import struct
 import tempfile
+import zipfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 RECORD_SUFFIXES = (".json", ".jsonl")
 METRICS_FILE = "metrics.json"
+TEMP_SUFFIX = ".tmp"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def _default_file_mode() -> int:
+    # mkstemp creates files readable by their owner only; finished files get the mode open() would give them.
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: read it the racy way
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temp_path_for(path: Path) -> Path:
+    """A new, empty temporary file next to ``path`` (hidden, named after it), to be renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    return Path(tmp)
+
+
+def replace_atomic(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the usual file mode and rename it over ``path``."""
+    os.chmod(tmp, _default_file_mode())
+    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file.
+
+    NaN and infinity are refused (they are not JSON): callers turn them into errors or nulls first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path_for(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent)
+        with open(tmp, "w") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_atomic(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left in ``folder`` (a kill between the write and the
+    rename); returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file())
+    for path in stale:
+        logger.warning("removing %s, left by an interrupted write", path)
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def without_non_finite(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_non_finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_non_finite(item) for item in value]
+    return value
 
 
 def read_jsonl(path: str | os.PathLike, tolerate_cut_tail: bool = True) -> list[dict]:
@@ -95,3 +150,52 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 def load_records(path: str | os.PathLike, suffixes: tuple[str, ...] = RECORD_SUFFIXES) -> list[dict]:
     """The records of a file, or of every record file of a folder, concatenated in name order."""
     return [record for file in record_files(path, suffixes) for record in read_records(file)]
+
+
+# ---- whole or not: cheap checks of files a crash may have cut short ----------------------------------------------
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not whole (its header names more bytes than the file has), or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return "shorter than a safetensors header"
+        (header_size,) = struct.unpack("<Q", head)
+        if 8 + header_size > size:
+            return f"truncated ({size} bytes, its header alone needs {8 + header_size})"
+        try:
+            header = json.loads(f.read(header_size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "its header is not valid JSON"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    expected = 8 + header_size + max(ends, default=0)
+    return f"truncated ({size} of {expected} bytes)" if size < expected else None
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """Why a torch.save file is not whole, or None. Files in the legacy (non-zip) format are not checked."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            return None if path.stat().st_size > 0 else "empty"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        return f"not a whole torch file ({error})"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return f"not valid JSON ({error})"
+        return None
+    if path.suffix == ".safetensors":
+        return safetensors_problem(path)
+    if path.suffix in TORCH_SUFFIXES:
+        return torch_file_problem(path)
+    return None

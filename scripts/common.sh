@@ -104,8 +104,13 @@ run_shards() {
     echo "[inference] ${#gpus[@]} GPU(s): ${gpus[*]}" >&2
     trap 'kill "${pids[@]}" 2> /dev/null || true' INT TERM
     for i in "${!gpus[@]}"; do
-        run_or_print env CUDA_VISIBLE_DEVICES="${gpus[$i]}" python -m "$module" "$@" \
-            --chunk "${#gpus[@]}" --index "$i" --device cuda &
+        local cmd=(env CUDA_VISIBLE_DEVICES="${gpus[$i]}" python -m "$module" "$@" --chunk "${#gpus[@]}" --index "$i"
+            --device cuda)
+        if [ "${DRY_RUN:-0}" = "1" ]; then
+            run_or_print "${cmd[@]}"  # one after another, so that printed commands do not interleave
+            continue
+        fi
+        "${cmd[@]}" &
         pids+=("$!")
     done
     for i in "${!pids[@]}"; do

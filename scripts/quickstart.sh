@@ -46,7 +46,9 @@ export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none DTYPE=float32 NUM_WORKERS=2 PER_DE
 # The tiny geometry and its frame size go to every stage (the stage scripts name the published ones).
 COMMON="$TINY_ARGS --report_to none --logging_steps 20 --save_steps 200 --save_total_limit 1 --gradient_checkpointing False --seed $SEED"
 
-done_stage() { [ -f "$1/config.json" ] && [ -f "$1/model.safetensors" ]; }
+# A step is done when its output is there and whole: a killed save or scoring run leaves one that is not.
+whole() { python -c "import sys; from etchat.io import file_problem; from pathlib import Path; sys.exit(any(not Path(p).is_file() or file_problem(Path(p)) for p in sys.argv[1:]))" "$@"; }
+done_stage() { whole "$1/config.json" "$1/model.safetensors"; }
 
 step "3/6 stage 1: captions, projector only"
 if ! done_stage "$QS_DIR/stage-1"; then
@@ -77,12 +79,13 @@ fi
 
 step "6/6 inference on the test split and scoring (trained model, untrained model, random spans)"
 INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96 --save_sims --plot 6)
-# metrics.json is written last, so a folder that has it is complete; otherwise inference resumes, then scores.
-scored() { [ -f "$1/etbench/metrics.json" ]; }
+# metrics.json is written last (and removed when scoring starts), so a folder with a whole one is complete;
+# otherwise inference resumes, then scores.
+scored() { whole "$1/etbench/metrics.json"; }
 if ! scored "$QS_DIR/stage-3"; then
     ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/stage-3" "${INFER_ARGS[@]}"
 fi
-if [ ! -f "$QS_DIR/untrained/config.json" ]; then
+if ! done_stage "$QS_DIR/untrained"; then
     python -m etchat.toy.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
 fi
 if ! scored "$QS_DIR/untrained"; then

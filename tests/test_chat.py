@@ -313,6 +313,20 @@ def write_mismatched_checkpoint(source: str, out_dir: Path) -> Path:
     return out_dir
 
 
+def write_broken_checkpoints(source: str, out_dir: Path) -> tuple[Path, Path]:
+    """Copies of ``source``: one with its weights cut short (an interrupted copy), one without tokenizer files."""
+    import shutil
+
+    truncated, no_tokenizer = out_dir / "truncated", out_dir / "no_tokenizer"
+    shutil.copytree(source, truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    shutil.copytree(source, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    return truncated, no_tokenizer
+
+
 def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
@@ -322,7 +336,9 @@ def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path,
     write_test_video(long_video, 30, 1)  # 30 s
     not_etchat = tiny_base["model_name_or_path"]  # a plain Phi-3 folder
     mismatched = write_mismatched_checkpoint(chat_checkpoint, tmp_path / "mismatched")
+    truncated, no_tokenizer = write_broken_checkpoints(chat_checkpoint, tmp_path)
     model = ["--model_path", chat_checkpoint]
+    video = ["--video", video_path]
     cases = {
         "missing video": ([*model, "--video", tmp_path / "nope.mp4", QUESTION], ["nope.mp4", "no such file"]),
         "empty video": ([*model, "--video", empty, QUESTION], ["empty.mp4", "empty"]),
@@ -332,6 +348,9 @@ def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path,
         "missing checkpoint": (["--model_path", tmp_path / "none", "--video", video_path, QUESTION], ["none"]),
         "not E.T. Chat": (["--model_path", not_etchat, "--video", video_path, QUESTION], ["not an E.T. Chat"]),
         "mismatched checkpoint": (["--model_path", mismatched, "--video", video_path, QUESTION], ["frm_head"]),
+        "cut weights": (["--model_path", truncated, *video, QUESTION], ["model.safetensors", "truncated"]),
+        "no tokenizer": (["--model_path", no_tokenizer, *video, QUESTION], ["no_tokenizer", "no tokenizer files"]),
+        "long question": ([*model, *video, "why " * 600], ["2399 characters", "limit of 2000"]),
     }
     processes = {name: run_cli(*args, timeout=180) for name, (args, _) in cases.items()}
     for name, process in processes.items():

@@ -62,6 +62,37 @@ def test_demo_refuses_a_folder_that_is_not_a_checkpoint(tmp_path):
     assert result.stderr.strip().splitlines() == [expected]
 
 
+def test_demo_limits_uploads_and_removes_what_it_stored_when_it_stops(tiny_checkpoint, monkeypatch):
+    from etchat.serve import demo
+
+    seen = {}
+
+    class FakePage:
+        """Stands in for the Gradio page: records the launch options and stores an upload and a plot."""
+
+        def queue(self):
+            return self
+
+        def launch(self, **options):
+            seen["options"] = options
+            uploads = Path(os.environ["GRADIO_TEMP_DIR"])
+            uploads.mkdir(parents=True)
+            (uploads / "clip.mp4").write_bytes(b"video")
+            seen["stored"] = [uploads, seen["backend"].next_plot_path().parent]
+            seen["stored"][1].mkdir(parents=True)
+
+    def fake_build_demo(backend):
+        seen["backend"] = backend
+        return FakePage()
+
+    monkeypatch.setattr(demo, "build_demo", fake_build_demo)
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    assert demo.main(["--model_path", tiny_checkpoint, "--max_upload_mb", "20", "--max_question_chars", "50"]) == 0
+    assert seen["options"]["max_file_size"] == "20.0mb" and seen["options"]["server_name"] == "127.0.0.1"
+    assert seen["backend"].max_question_chars == 50
+    assert all(not path.exists() for path in seen["stored"])
+
+
 @pytest.fixture(scope="module")
 def video_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("demo_video") / "clip.mp4"

@@ -435,3 +435,106 @@ def test_inference_script_on_cpu_with_the_tiny_checkpoint(tiny_checkpoint, bench
     records = load(pred / "etbench.json")
     assert [{k: v for k, v in r.items() if k != "a"} for r in records] == ALL_SAMPLES
     assert set(load(pred / "metrics.json")) == {"rar", "tvg"}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reliability: layouts, bad times, context, failures
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_run_with_another_shard_layout_replaces_the_old_layouts_files(tiny_model, bench, tmp_path, spy):
+    for index in range(2):
+        run_bench(tiny_model, bench, tmp_path, "--chunk", "2", "--index", str(index))
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["etbench_0.json", "etbench_1.json"]
+    spy.calls.clear()
+    run_bench(tiny_model, bench, tmp_path)
+    assert spy.calls == []  # everything was in the journals
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["etbench.json"]
+    assert len(load(tmp_path / "etbench.json")) == len(ALL_SAMPLES)
+
+
+def write_annotations(tmp_path, samples) -> Path:
+    anno = tmp_path / "anno.json"
+    anno.write_text(json.dumps(samples))  # json writes NaN as the (non-standard) token NaN, which json reads back
+    return anno
+
+
+def test_times_outside_the_video_or_not_finite_are_errors_naming_the_sample(tiny_model, bench, tmp_path, spy):
+    rar, sit, light, door, _ = ALL_SAMPLES
+    samples = [
+        {**rar, "src": [1000.0]},
+        {**sit, "tgt": [[-50, 2]]},
+        {**light, "tgt": [[float("nan"), 2]]},
+        dict(door),
+    ]
+    pred = tmp_path / "pred"
+    run_bench(tiny_model, bench, pred, "--batch_size", "2", anno=write_annotations(tmp_path, samples))
+    records = load(pred / "etbench.json")
+    assert "'src' holds 1000.0 s, outside the video (0-4.0 s)" in records[0]["error"]
+    assert "'tgt' holds -50 s" in records[1]["error"]
+    assert "'tgt' holds nan, not a finite time" in records[2]["error"]
+    assert records[2]["tgt"] == [[None, 2]]  # no NaN in any output file
+    assert "error" not in records[3] and spy.queries == [door["q"]]
+    for path in (pred / "etbench.json", pred / "journal" / "etbench.jsonl"):
+        assert "NaN" not in path.read_text()
+
+
+def test_a_duration_far_from_the_videos_is_a_warning_with_the_sample(tiny_model, bench, tmp_path, spy, caplog):
+    sample = {**ALL_SAMPLES[1], "duration": 57.0}  # v1.mp4 lasts 6 s
+    run_bench(tiny_model, bench, tmp_path / "pred", anno=write_annotations(tmp_path, [sample]))
+    assert "error" not in load(tmp_path / "pred" / "etbench.json")[0]
+    assert any("tvg/charades_sta/0" in r.message and "57.0" in r.message for r in caplog.records)
+
+
+def test_a_prompt_longer_than_the_context_is_a_per_sample_error(tiny_model, bench, tmp_path, spy):
+    model, tokenizer = tiny_model
+    context = model.config.max_position_embeddings
+    long_question = " ".join(["door"] * context)
+    samples = [{**ALL_SAMPLES[1], "q": long_question}, dict(ALL_SAMPLES[2])]
+    run_bench(tiny_model, bench, tmp_path / "pred", anno=write_annotations(tmp_path, samples))
+    first, second = load(tmp_path / "pred" / "etbench.json")
+    assert f"more than the model's context of {context}" in first["error"] and "error" not in second
+    assert spy.queries == [ALL_SAMPLES[2]["q"]]
+
+
+def test_vid_tokens_and_src_times_that_disagree_are_an_error_naming_the_sample(tiny_model, bench, tmp_path, spy):
+    sample = {**ALL_SAMPLES[0], "src": [1.0, 2.0]}  # the question holds one <vid>
+    run_bench(tiny_model, bench, tmp_path / "pred", anno=write_annotations(tmp_path, [sample]))
+    (record,) = load(tmp_path / "pred" / "etbench.json")
+    assert record["error"] == "the prompt holds 1 <vid> but 'src' gives 2 times"
+
+
+def run_main(benchmark, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(benchmark, argv)
+    return exit_info.value.code
+
+
+def test_a_shard_whose_videos_are_all_missing_fails_before_loading_the_model(bench, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(runner, "load_model", lambda args: pytest.fail("the model must not load"))
+    argv = ["--anno_path", str(bench / "annotations"), "--data_path", str(tmp_path / "typo"), "--pred_path",
+            str(tmp_path / "pred"), "--model_path", "unused", "--num_workers", "0"]  # fmt: skip
+    assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_BAD_INPUT
+    (line,) = [r.message for r in caplog.records if r.levelname == "ERROR"]
+    assert f"none of the 5 videos is under --data_path {tmp_path / 'typo'}" in line
+
+
+def test_bad_annotations_fail_before_loading_the_model(bench, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(runner, "load_model", lambda args: pytest.fail("the model must not load"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"idx": 0, "task": "tvg"}]))
+    argv = ["--anno_path", str(bad), "--data_path", str(bench / "videos"), "--pred_path", str(tmp_path / "pred"),
+            "--model_path", "unused"]  # fmt: skip
+    assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_BAD_INPUT
+    assert any("bad.json: sample #0 lacks source, video, q" in r.message for r in caplog.records)
+
+
+def test_failed_samples_end_the_run_with_a_non_zero_status_after_writing(tiny_model, bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "load_model", lambda args: tiny_model)
+    monkeypatch.setattr(runner, "generate", GenerateSpy(fail_on="light"))
+    argv = ["--anno_path", str(bench / "annotations"), "--data_path", str(bench / "videos"), "--pred_path",
+            str(tmp_path), "--model_path", "unused", "--num_workers", "0"]  # fmt: skip
+    assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_FAILED_SAMPLES
+    records = load(tmp_path / "etbench.json")
+    assert [r["q"] for r in records if "error" in r] == ["When does the light turn on?"]
+    assert runner.failure_line(records).startswith("1 of 5 samples failed (first: RuntimeError: boom)")

@@ -439,3 +439,54 @@ def test_grounding_scores(tmp_path):
 def test_grounding_rejects_bad_span():
     with pytest.raises(ValueError, match=r"sample #1 \(vid='b'\).*span"):
         eval_grounding.grounding_scores([{"vid": "a", "span": [0, 1], "pred": [0, 1]}, {"vid": "b", "pred": [0, 1]}])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs a score must not hide: the same sample twice, samples whose inference failed, old outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _tvg(idx: int, answer: str = "It happens in 0 - 10.", **extra) -> dict:
+    return _sample("tvg", answer, idx=idx, source="charades_sta", tgt=[0, 10], **extra)
+
+
+def test_the_same_sample_in_two_files_is_refused_naming_both(tmp_path):
+    (tmp_path / "etbench.json").write_text(json.dumps([_tvg(0), _tvg(1)]))
+    (tmp_path / "etbench_1.json").write_text(json.dumps([_tvg(1, "It happens in 5 - 9.")]))
+    (tmp_path / "metrics.json").write_text('{"old": "run"}')
+    with pytest.raises(SystemExit) as exit_info:
+        compute_metrics.main([str(tmp_path)])
+    message = str(exit_info.value)
+    assert "tvg/charades_sta/1" in message and "etbench.json" in message and "etbench_1.json" in message
+    assert not (tmp_path / "metrics.json").exists()  # a failed run leaves no older scores behind
+
+
+def test_identical_copies_of_a_sample_are_scored_once(tmp_path):
+    (tmp_path / "etbench.json").write_text(json.dumps([_tvg(0), _tvg(1, "nothing")]))
+    (tmp_path / "etbench_copy.json").write_text(json.dumps([_tvg(1, "nothing")]))
+    result = compute_metrics.main([str(tmp_path)])
+    assert result["groups"]["tvg"]["charades_sta"]["Total"] == 2
+    assert result["groups"]["tvg"]["charades_sta"]["F1"] == 0.5
+
+
+def test_samples_whose_inference_failed_are_refused_unless_allowed(tmp_path):
+    samples = [_tvg(0), _tvg(1, "", error="VideoReadError: Cannot read v.mp4: no such file")]
+    (tmp_path / "etbench.json").write_text(json.dumps(samples))
+    with pytest.raises(SystemExit, match=r"inference failed on 1 of 2 samples .*tvg/charades_sta/1.*--allow_errors"):
+        compute_metrics.main([str(tmp_path)])
+    assert not (tmp_path / "metrics.json").exists()
+    result = compute_metrics.main([str(tmp_path), "--allow_errors"])
+    assert result["groups"]["tvg"]["charades_sta"]["Failed"] == 1  # the empty answer does not parse
+    assert json.loads((tmp_path / "metrics.json").read_text())["tvg"]["charades_sta"]["Total"] == 2
+
+
+def test_charades_scoring_refuses_duplicates_and_failed_samples(tmp_path):
+    record = {"idx": 0, "vid": "a", "span": [0, 2], "pred": [0, 2]}
+    (tmp_path / "charades_sta_0.json").write_text(json.dumps([record]))
+    (tmp_path / "charades_sta_1.json").write_text(json.dumps([{**record, "pred": [5, 6]}]))
+    with pytest.raises(SystemExit, match=r"charades_sta_0\.json and .*charades_sta_1\.json"):
+        eval_grounding.main([str(tmp_path)])
+    (tmp_path / "charades_sta_1.json").write_text(json.dumps([{"idx": 1, "span": [0, 2], "pred": None, "error": "x"}]))
+    with pytest.raises(SystemExit, match="inference failed on 1 of 2"):
+        eval_grounding.main([str(tmp_path)])
+    assert eval_grounding.main([str(tmp_path), "--allow_errors"])["Failed"] == 1

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import HfArgumentParser, set_seed
 from transformers.models.instructblip.modeling_instructblip import InstructBlipQFormerAttention
@@ -27,8 +27,9 @@ from etchat.model.generation import GenerationRequest, GenerationSettings, gener
 from etchat.model.loading import ADAPTER_FILE, PARTIAL_FILE, load_etchat
 from etchat.toy.tiny import build_untrained, training_args
 from etchat.train.arguments import DataArguments, ModelArguments, TrainingArguments
+from etchat.train.checkpoints import find_last_checkpoint
 from etchat.train.train import add_training_lora, build_model, train
-from etchat.train.trainer import ETChatTrainer, find_last_checkpoint, select_trainable_parameters
+from etchat.train.trainer import ETChatTrainer, select_trainable_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED_KEYS = os.path.join(ROOT, "tests", "reference", "keys", "etchat_phi3_full.tsv")
@@ -336,15 +337,36 @@ def test_checkpoint_restores_non_lora_trainables(stage, tiny_base, data, stage1_
     assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable_before
 
 
-def test_find_last_checkpoint_skips_incomplete_ones(tmp_path):
+def write_checkpoint(folder, step: int) -> None:
+    """The files a Trainer checkpoint holds: weights, optimizer and scheduler, RNG state, trainer state."""
+    folder.mkdir()
+    save_file({"w": torch.full((64,), float(step))}, str(folder / "model.safetensors"))
+    torch.save({"state": {0: torch.zeros(64)}}, folder / "optimizer.pt")
+    torch.save({"python": [step]}, folder / "rng_state.pth")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+
+def cut(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_find_last_checkpoint_takes_the_newest_whole_one_and_says_why_it_skipped(tmp_path, caplog):
     assert find_last_checkpoint(str(tmp_path / "missing")) is None
-    for step, complete in ((5, True), (10, True), (40, False)):
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
+    for step in (5, 10, 15, 20, 25):
+        write_checkpoint(tmp_path / f"checkpoint-{step}", step)
+    cut(tmp_path / "checkpoint-25" / "trainer_state.json")
+    cut(tmp_path / "checkpoint-20" / "optimizer.pt")
+    cut(tmp_path / "checkpoint-15" / "model.safetensors")
+    (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()  # killed before the Trainer's last file
     (tmp_path / "checkpoint-x").mkdir()
-    assert find_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert find_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-5")
+    skipped = [r.message for r in caplog.records if r.message.startswith("Skipping")]
+    assert len(skipped) == 4
+    assert "checkpoint-25: trainer_state.json: not valid JSON" in skipped[0]
+    assert "checkpoint-20: optimizer.pt: not a whole torch file" in skipped[1]
+    assert "checkpoint-15: model.safetensors: truncated" in skipped[2]
+    assert "checkpoint-10: no trainer_state.json" in skipped[3]
 
 
 # ---- command line and scripts ----------------------------------------------------------------------------------------

@@ -293,3 +293,28 @@ def test_center_transform_fast_path_equals_resize_then_crop(shape):
     frames = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     expected = normalize(center_crop(resize_short_side(to_float_clip(frames), 224), 224))
     assert torch.equal(build_transform("clip_center_224", inference=True)(frames), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_frames_are_scaled_while_decoding(videos, backend):
+    paths, _ = videos  # 48 x 64 frames
+    full = load_video(paths["12f_3fps"], fps=1, backend=backend)
+    small = load_video(paths["12f_3fps"], fps=1, backend=backend, short_side=24)
+    assert tuple(full.frames.shape) == (4, 48, 64, 3)
+    assert tuple(small.frames.shape) == (4, 24, 32, 3)  # short side 24, long side int(24 * 64 / 48)
+    assert (small.indices, small.tags, small.duration) == (full.indices, full.tags, full.duration)
+    # Flat-colour frames keep their colour, so each still tells its index.
+    assert [decode_frame_index(f.numpy()) for f in small.frames] == [0, 3, 6, 9]
+    # Frames no larger than the target are decoded as stored.
+    assert torch.equal(load_video(paths["12f_3fps"], fps=1, backend=backend, short_side=48).frames, full.frames)
+
+
+def test_scaled_decoding_gives_what_the_transform_gives_from_full_frames(tmp_path):
+    path = tmp_path / "gradient.mp4"
+    write_test_video(path, 6, 3, size=(96, 128), color_fn=lambda i: (40 * i, 200 - 30 * i, 90))
+    transform = build_transform("clip_center_32", inference=True)
+    for backend in BACKENDS:
+        scaled = transform(load_video(path, backend=backend, short_side=32).frames)
+        reference = transform(load_video(path, backend=backend).frames)
+        assert scaled.shape == reference.shape == (2, 3, 32, 32)
+        assert (scaled - reference).abs().mean() < 0.05, backend  # flat frames: only the filter's rounding differs

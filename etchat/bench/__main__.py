@@ -1,4 +1,5 @@
-"""`python -m etchat.bench {infer,train,video,all}`: measure, print a table, append a section to docs/benchmarks.md."""
+"""`python -m etchat.bench {infer,train,video,memory,all}`: measure, print a table, append a section to
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import torch
 
-from etchat.bench import infer, train, video
+from etchat.bench import infer, memory, train, video
 from etchat.bench.models import GEOMETRIES
 from etchat.bench.report import DEFAULT_OUTPUT, append_section, build_section, command_line, machine_info
 from etchat.bench.runner import run_in_process, run_isolated
@@ -21,6 +22,7 @@ SCENARIOS = {
     "infer": (infer, "E.T.-Bench-shaped inference: the published approach against batched sdpa with decode workers"),
     "train": (train, "stage-3-shaped training steps: eager vs sdpa, with and without gradient checkpointing"),
     "video": (video, "frames/s of the video readers, 1 vs N threads"),
+    "memory": (memory, "peak memory of a 224 px and a 4K clip turned into model input"),
 }
 
 
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_common(sub)
         module.add_arguments(sub)
-    everything = subparsers.add_parser("all", help="the three scenarios with their defaults, one section each")
+    everything = subparsers.add_parser("all", help="every scenario with its defaults, one section each")
     _add_common(everything)
     return parser
 

@@ -240,6 +240,7 @@ class SupervisedDataset(Dataset):
                 min_len=args.min_video_len,
                 max_len=args.max_video_len,
                 num_threads=args.video_decode_threads,
+                short_side=self.transform.size,
             )
             entry = (clip.frames if random_crop else self.transform(clip.frames), clip.tags)
             if args.video_cache_size > 0:

@@ -6,6 +6,10 @@ Videos are sampled at a fixed rate: with ``N`` frames at average rate ``r``, the
 
 decord is the reference reader. The PyAV reader exists for platforms without a decord wheel; it counts frames the way
 decord does (one per demuxed packet of the video stream) so both give the same indices and tags.
+
+With ``short_side``, frames larger than needed are scaled while they are decoded (short side to ``short_side``, long
+side truncated as the frame transform would), so memory follows the frame count at the model's input size, not the
+source resolution; frames already small enough are decoded as stored.
 """
 
 import logging
@@ -17,6 +21,7 @@ import torch
 from PIL import Image
 
 from etchat.constants import CLIP_MEAN
+from etchat.data.transforms import short_side_size
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,28 @@ def _check_length(path: str, duration: float, min_len: float | None, max_len: fl
         raise ValueError(f"Video {path} is too long: {duration} s > max_len {max_len} s")
 
 
+def stored_frame_size(path: str) -> tuple[int, int]:
+    """(height, width) of the video stream's frames as stored (read from the container, nothing decoded)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise VideoReadError(f"Cannot read {path}: no video stream")
+            return stream.codec_context.height, stream.codec_context.width
+    except av.error.FFmpegError as e:
+        raise VideoReadError(f"Cannot read {path}: {e}") from e
+
+
+def decode_size(height: int, width: int, short_side: int | None) -> tuple[int, int] | None:
+    """(height, width) to decode frames at so their short side is ``short_side``; None to keep the stored size (no
+    target, or frames no larger than it)."""
+    if short_side is None or min(height, width) <= short_side:
+        return None
+    return short_side_size(height, width, short_side)
+
+
 def decord_available() -> bool:
     try:
         import decord  # noqa: F401
@@ -81,11 +108,13 @@ def decord_available() -> bool:
     return True
 
 
-def _read_decord(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
+def _read_decord(path: str, fps: float, min_len, max_len, num_threads: int, short_side: int | None) -> VideoClip:
     import decord
 
+    size = decode_size(*stored_frame_size(path), short_side) if short_side else None
+    height, width = size or (-1, -1)
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads, width=width, height=height)
         num_frames, avg_fps = len(reader), float(reader.get_avg_fps())
     except (decord.DECORDError, RuntimeError) as e:  # decord reports most unreadable files as a RuntimeError
         raise VideoReadError(f"Cannot read {path} with decord: {e}") from e
@@ -107,8 +136,9 @@ def _packet_timestamps(container, stream) -> list[int | None]:
     return [packet.pts for packet in container.demux(stream) if packet.size > 0]
 
 
-def _decode_pyav(path: str, indices: list[int], timestamps: list[int | None], num_threads: int, skip: bool) -> dict:
-    """Frames at `indices` (presentation order) as RGB arrays, decoding the stream once from the start.
+def _decode_pyav(path: str, indices: list[int], timestamps: list, num_threads: int, skip: bool, size) -> dict:
+    """Frames at `indices` (presentation order) as RGB arrays (of `size` (height, width), else as stored), decoding
+    the stream once from the start.
 
     With `skip`, packets of frames nobody asked for are decoded with `skip_frame="NONREF"`: the decoder then drops
     them when no other frame references them, which leaves every kept frame bit-identical. Frames are placed by their
@@ -117,6 +147,8 @@ def _decode_pyav(path: str, indices: list[int], timestamps: list[int | None], nu
     import av
 
     wanted = set(indices)
+    # Bicubic, as FFmpeg's scale filter that decord's resizing runs through.
+    scale = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "BICUBIC"}
     position_of = {pts: i for i, pts in enumerate(sorted(timestamps))} if skip else {}
     decoded = {}
     with av.open(path) as container:
@@ -132,22 +164,22 @@ def _decode_pyav(path: str, indices: list[int], timestamps: list[int | None], nu
             for frame in codec.decode(packet):
                 position = position_of[frame.pts] if skip else position + 1
                 if position in wanted:
-                    decoded[position] = frame.to_ndarray(format="rgb24")
+                    decoded[position] = frame.to_ndarray(format="rgb24", **scale)
             if len(decoded) == len(wanted) or (not skip and position >= indices[-1]):
                 break
     return decoded
 
 
-def _decode_skipping(path: str, indices: list[int], timestamps: list[int], num_threads: int) -> dict | None:
+def _decode_skipping(path: str, indices: list[int], timestamps: list[int], num_threads: int, size) -> dict | None:
     """`_decode_pyav` with skipping; None when the frames' timestamps do not place them (decode without skipping)."""
     try:
-        decoded = _decode_pyav(path, indices, timestamps, num_threads, skip=True)
+        decoded = _decode_pyav(path, indices, timestamps, num_threads, True, size)
     except KeyError:  # a frame with a timestamp that no packet had
         return None
     return decoded if len(decoded) == len(set(indices)) else None
 
 
-def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
+def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int, short_side: int | None) -> VideoClip:
     import av
 
     try:
@@ -156,6 +188,7 @@ def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int) -> Vid
             if stream is None:
                 raise VideoReadError(f"Cannot read {path}: no video stream")
             avg_fps = float(stream.average_rate) if stream.average_rate else 0.0
+            size = decode_size(stream.codec_context.height, stream.codec_context.width, short_side)
             timestamps = _packet_timestamps(container, stream)
     except av.error.FFmpegError as e:
         raise VideoReadError(f"Cannot read {path} with PyAV: {e}") from e
@@ -169,9 +202,9 @@ def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int) -> Vid
     # Skipping needs distinct packet timestamps to place frames; otherwise frames are counted as they come.
     skip = None not in timestamps and len(set(timestamps)) == num_frames
     try:
-        decoded = _decode_skipping(path, indices, timestamps, num_threads) if skip else None
+        decoded = _decode_skipping(path, indices, timestamps, num_threads, size) if skip else None
         if decoded is None:
-            decoded = _decode_pyav(path, indices, timestamps, num_threads, skip=False)
+            decoded = _decode_pyav(path, indices, timestamps, num_threads, False, size)
     except av.error.FFmpegError as e:
         raise VideoReadError(f"Cannot decode {path} with PyAV: {e}") from e
 
@@ -189,12 +222,14 @@ def load_video(
     max_len: float | None = None,
     num_threads: int = 1,
     backend: str = "auto",
+    short_side: int | None = None,
 ) -> VideoClip:
     """Decode the frames of ``path`` sampled at ``fps`` frames per second.
 
     ``min_len`` / ``max_len`` (seconds) reject videos that are too short / long with a ValueError. ``backend`` is
     ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when it is installed and can read the file, else PyAV).
-    Unreadable files raise VideoReadError.
+    ``short_side`` scales larger frames down while decoding (see the module docstring). Unreadable files raise
+    VideoReadError.
     """
     path = os.fspath(path)
     if backend not in BACKENDS:
@@ -204,29 +239,29 @@ def load_video(
     _check_readable(path)
 
     if backend == "pyav" or (backend == "auto" and not decord_available()):
-        return _read_pyav(path, fps, min_len, max_len, num_threads)
+        return _read_pyav(path, fps, min_len, max_len, num_threads, short_side)
     if not decord_available():
         raise ImportError(f"backend='decord' was requested for {path} but decord is not installed")
 
     try:
-        return _read_decord_with_retry(path, fps, min_len, max_len, num_threads)
+        return _read_decord_with_retry(path, fps, min_len, max_len, num_threads, short_side)
     except VideoReadError as e:
         if backend == "decord":
             raise
         # decord rejects a few files that FFmpeg decodes fine (e.g. some odd frame sizes); PyAV samples the same frames.
         logger.warning("%s Falling back to PyAV.", e)
-        return _read_pyav(path, fps, min_len, max_len, num_threads)
+        return _read_pyav(path, fps, min_len, max_len, num_threads, short_side)
 
 
-def _read_decord_with_retry(path: str, fps: float, min_len, max_len, num_threads: int) -> VideoClip:
+def _read_decord_with_retry(path: str, fps: float, min_len, max_len, num_threads: int, short_side) -> VideoClip:
     try:
-        return _read_decord(path, fps, min_len, max_len, num_threads)
+        return _read_decord(path, fps, min_len, max_len, num_threads, short_side)
     except VideoReadError:
         if num_threads == 1:
             raise
         # Multi-threaded decord fails on some files that it reads fine with a single thread.
         logger.warning("decord failed on %s with %d threads, retrying with one thread", path, num_threads)
-        return _read_decord(path, fps, min_len, max_len, 1)
+        return _read_decord(path, fps, min_len, max_len, 1, short_side)
 
 
 def load_image(path: str | os.PathLike, pad_to_square: bool = False) -> torch.Tensor:

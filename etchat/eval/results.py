@@ -91,7 +91,7 @@ class ResultStore:
             drop_unfinished_line(self.journal_path)
             self._journal_checked = True
         with open(self.journal_path, "a") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -99,12 +99,61 @@ class ResultStore:
         write_json_atomic(self.final_path, records)
         logger.info("Wrote %d predictions to %s", len(records), self.final_path)
 
-    def stale_outputs(self, chunk: int) -> list[Path]:
-        """Final files of this stem from another shard layout; the scorer would read them together with ours."""
+    def other_layouts(self, chunk: int) -> list[Path]:
+        """Final files of this stem written with another number of shards."""
         expected = {f"{shard_name(self.stem, chunk, i)}.json" for i in range(chunk)}
         candidates = self.pred_dir.glob(f"{self.stem}*.json")
         return sorted(p for p in candidates if _is_shard_of(self.stem, p.stem) and p.name not in expected)
 
+    def remove_other_layouts(self, chunk: int) -> list[Path]:
+        """Delete the final files of another shard layout: a scorer reading the folder would count their samples
+        twice, and nothing is lost, since their records are in the journals that every layout resumes from."""
+        stale = self.other_layouts(chunk)
+        for path in stale:
+            logger.warning(
+                "removing %s: it is from a run with another number of shards (its answers are kept in the journal)",
+                path,
+            )
+            path.unlink(missing_ok=True)
+        return stale
+
+
+def unique_records(files: list[tuple[Path, list[dict]]], key_fn: Callable[[dict], str]) -> list[dict]:
+    """The records of several prediction files with each sample once.
+
+    A sample that appears twice with the same content (e.g. a file copied) is kept once, with a warning; twice with
+    different content is an error naming both files, since scoring either copy, or both, would be a guess.
+    """
+    seen: dict[str, tuple[Path, dict]] = {}
+    records = []
+    for path, file_records in files:
+        for record in file_records:
+            key = key_fn(record)
+            if key not in seen:
+                seen[key] = (path, record)
+                records.append(record)
+                continue
+            first_path, first = seen[key]
+            where = f"{first_path} and {path}" if first_path != path else f"{path} (twice)"
+            if first != record:
+                raise ValueError(f"sample {key} is in {where} with different contents: remove the stale file")
+            logger.warning("sample %s is in %s with the same contents: scored once", key, where)
+    return records
+
 
 def _is_shard_of(stem: str, name: str) -> bool:
     return name == stem or (name.startswith(stem + "_") and name[len(stem) + 1 :].isdigit())
+
+
+def check_failed(records: list[dict], pred_path, key_fn: Callable[[dict], str], allow_errors: bool) -> None:
+    """Refuse to score records of samples whose inference failed (field 'error') unless ``allow_errors``; with it,
+    say how many are scored as failed."""
+    failed = [record for record in records if "error" in record]
+    if not failed:
+        return
+    if not allow_errors:
+        raise ValueError(
+            f"{pred_path}: inference failed on {len(failed)} of {len(records)} samples (field 'error', e.g. "
+            f"{key_fn(failed[0])}): rerun inference to retry them, or pass --allow_errors to score them as failed"
+        )
+    logger.warning("%d of %d samples failed in inference: scored as failed answers", len(failed), len(records))

@@ -13,7 +13,12 @@ for every benchmark:
   under ``--greedy`` a batch gives the answers of batch size 1; with ``--seed`` each batch draws from a generator
   seeded by the seed and its first sample's key, so with batch size 1 an answer does not depend on sharding or
   resuming;
-* decoding is the published one (`etchat.model.generation.published_settings`).
+* decoding is the published one (`etchat.model.generation.published_settings`);
+* a sample whose times (`src`, `tgt`, ...) are not finite or fall outside its video, or whose prompt and frames do not
+  fit the model's context, is a per-sample error naming it; an annotated duration more than a second off the video's
+  is a warning;
+* a shard with failed samples ends with a non-zero exit status and one line saying how many and why (its files are
+  written all the same).
 
 Annotations are read and checked before the model loads, so a bad file fails in a moment.
 """
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,10 +38,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
+from etchat.constants import MATCH_TOKEN
 from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
 from etchat.eval.results import ResultStore, shard
+from etchat.io import remove_stale_temp_files, without_non_finite
 from etchat.model.generation import (
     GenerationRequest,
     GenerationSettings,
@@ -44,10 +53,16 @@ from etchat.model.generation import (
     published_settings,
     seeded_generator,
 )
+from etchat.model.loading import CheckpointMismatchError, load_etchat
 
 logger = logging.getLogger(__name__)
 
 SIM_DECIMALS = 4
+# Annotated times and durations may differ from the decoded video by rounding; more than this is an error (times) or
+# a warning (durations).
+TIME_SLACK = 1.0
+EXIT_FAILED_SAMPLES = 1
+EXIT_BAD_INPUT = 2
 
 
 @dataclass
@@ -77,17 +92,20 @@ class Benchmark:
     """What the runner needs to know about a benchmark.
 
     ``load_samples(anno_path)`` reads and checks the annotations; ``sample_key(sample)`` names a sample stably across
-    runs; ``build_job(sample, data_path, conv_name)`` makes its `Job`; ``to_record(job, answer, loaded)`` and
-    ``to_error(job, message)`` make the record of an answered and of a failed sample.
+    runs; ``video_path(sample, data_path)`` is its video file; ``build_job(sample, data_path, conv_name)`` makes its
+    `Job`; ``to_record(job, answer, loaded)`` and ``to_error(job, message)`` make the record of an answered and of a
+    failed sample; ``time_fields`` name the sample fields that hold times in seconds (checked against the video).
     """
 
     name: str
     stem: str
     load_samples: Callable[[str], list[dict]]
     sample_key: Callable[[dict], str]
+    video_path: Callable[[dict, str], str]
     build_job: Callable[[dict, str, str], Job]
     to_record: Callable[[Job, MatchedAnswer, LoadedJob], dict]
     to_error: Callable[[Job, str], dict]
+    time_fields: tuple[str, ...] = ("src", "tgt")
 
 
 class JobVideos(Dataset):
@@ -102,7 +120,7 @@ class JobVideos(Dataset):
     def __getitem__(self, i: int) -> LoadedJob:
         job = self.jobs[i]
         try:
-            clip = load_video(job.video_path, fps=self.fps, num_threads=1)
+            clip = load_video(job.video_path, fps=self.fps, num_threads=1, short_side=self.transform.size)
             return LoadedJob(job, self.transform(clip.frames).to(self.dtype), clip.tags, clip.duration)
         except Exception as error:  # any unreadable video becomes that sample's error record
             return LoadedJob(job, error=describe_error(error))
@@ -168,6 +186,7 @@ def run_jobs(
     num_workers: int = 0,
     seed: int | None = 0,
     desc: str = "inference",
+    time_fields: tuple[str, ...] = ("src", "tgt"),
 ) -> dict[str, dict]:
     """Answer ``jobs``, journalling each record as it is made; returns key -> record."""
     if batch_size < 1:
@@ -184,7 +203,7 @@ def run_jobs(
     records: dict[str, dict] = {}
     with tqdm(total=len(jobs), unit="sample", desc=desc, dynamic_ncols=True) as bar:
         for batch in loader:
-            for record in _answer_loaded(model, tokenizer, batch, settings, to_record, to_error, seed):
+            for record in _answer_loaded(model, tokenizer, batch, settings, to_record, to_error, seed, time_fields):
                 store.append(record)
                 records[store.key_fn(record)] = record
                 bar.update(1)
@@ -192,16 +211,71 @@ def run_jobs(
     return records
 
 
-def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record, to_error, seed) -> list[dict]:
+def _numbers(value) -> list:
+    """The leaves of a (nested) list of times."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _numbers(item)]
+    return [value]
+
+
+def time_problem(sample: dict, fields: tuple[str, ...], duration: float) -> str | None:
+    """Why the times of ``sample`` cannot be used with a video of ``duration`` seconds, or None."""
+    for name in fields:
+        if sample.get(name) is None:
+            continue
+        for time in _numbers(sample[name]):
+            if isinstance(time, bool) or not isinstance(time, (int, float)) or not math.isfinite(time):
+                return f"'{name}' holds {time!r}, not a finite time in seconds"
+            if not 0 <= time <= duration + TIME_SLACK:
+                return f"'{name}' holds {time} s, outside the video (0-{duration} s)"
+    return None
+
+
+def context_problem(item: LoadedJob, tokenizer, context: int | None) -> str | None:
+    """Why the prompt and frames of ``item`` do not fit the model's context of ``context`` tokens, or None."""
+    if not context:
+        return None
+    text_tokens = int((tokenize(item.job.prompt, tokenizer) >= 0).sum())
+    length = text_tokens + item.video.size(0)
+    if length <= context:
+        return None
+    return (
+        f"the prompt ({text_tokens} tokens) and the video ({item.video.size(0)} frames) need {length} positions, "
+        f"more than the model's context of {context}"
+    )
+
+
+def match_problem(job: Job) -> str | None:
+    """Why the `<vid>` tokens of the prompt do not match the times given for them, or None."""
+    count, times = job.prompt.count(MATCH_TOKEN), len(job.src or [])
+    if count != times:
+        return f"the prompt holds {count} {MATCH_TOKEN} but 'src' gives {times} times"
+    return None
+
+
+def _check_loaded(item: LoadedJob, tokenizer, context: int | None, time_fields: tuple[str, ...]) -> str | None:
+    """The error of a loaded sample, or None; warns when its annotated duration is off the video's."""
+    if item.error is not None:
+        return item.error
+    if problem := match_problem(item.job):
+        return problem
+    annotated = item.job.sample.get("duration")
+    if isinstance(annotated, (int, float)) and abs(annotated - item.duration) > TIME_SLACK:
+        logger.warning("%s: annotated duration %s s, but the video lasts %s s", item.job.key, annotated, item.duration)
+    return time_problem(item.job.sample, time_fields, item.duration) or context_problem(item, tokenizer, context)
+
+
+def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record, to_error, seed, time_fields):
     """Records of a loaded batch, in batch order; samples needing other settings are generated apart."""
     results: dict[int, dict] = {}
-    for position, item in enumerate(batch):
-        if item.error is not None:
-            logger.warning("%s: %s", item.job.key, item.error)
-            results[position] = to_error(item.job, item.error)
+    context = getattr(model.config, "max_position_embeddings", None)
     groups: dict[float | None, list[int]] = {}
     for position, item in enumerate(batch):
-        if item.error is None:
+        error = _check_loaded(item, tokenizer, context, time_fields)
+        if error is not None:
+            logger.warning("%s: %s", item.job.key, error)
+            results[position] = to_error(item.job, error)
+        else:
             groups.setdefault(item.job.repetition_penalty, []).append(position)
     for penalty, positions in groups.items():
         items = [batch[p] for p in positions]
@@ -209,18 +283,29 @@ def _answer_loaded(model, tokenizer, batch: list[LoadedJob], settings, to_record
         for position, (answer, error) in zip(positions, answer_batch(model, tokenizer, items, group_settings, seed)):
             job = batch[position].job
             results[position] = to_error(job, error) if error else to_record(job, answer, batch[position])
-    return [results[p] for p in range(len(batch))]
+    return [without_non_finite(results[p]) for p in range(len(batch))]
 
 
 def collect(store: ResultStore, chunk: int, keys: list[str], done: dict, new: dict) -> list[dict]:
-    """Final records of the shard in input order; logs the errors and any stale output of another layout."""
-    records = [new[k] if k in new else done[k] for k in keys]
-    errors = [r for r in records if "error" in r]
-    if errors:
-        logger.warning("%d of %d samples failed (field 'error'); a rerun retries them", len(errors), len(records))
-    for path in store.stale_outputs(chunk):
-        logger.warning("%s is from a run with another number of shards; remove it before scoring the folder", path)
-    return records
+    """Final records of the shard in input order; the final files of another shard layout are removed."""
+    store.remove_other_layouts(chunk)
+    return [new[k] if k in new else done[k] for k in keys]
+
+
+def check_some_video_exists(paths: list[str], data_path: str) -> None:
+    """Refuse annotations none of whose videos exists (a mistyped video root) before the model loads; a few missing
+    videos are per-sample errors instead."""
+    if paths and not any(Path(path).is_file() for path in paths):
+        raise FileNotFoundError(f"none of the {len(paths)} videos is under --data_path {data_path} (e.g. {paths[0]})")
+
+
+def failure_line(records: list[dict]) -> str | None:
+    """One line saying how many samples failed and why, or None when none did."""
+    failed = [r for r in records if "error" in r]
+    if not failed:
+        return None
+    count = f"all {len(records)}" if len(failed) == len(records) else f"{len(failed)} of {len(records)}"
+    return f"{count} samples failed (first: {failed[0]['error']}); a rerun retries them"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -258,8 +343,6 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    from etchat.model.loading import load_etchat
-
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     logger.info("Loading %s on %s (%s)", args.model_path, device, dtype)
     model, tokenizer = load_etchat(args.model_path, dtype=dtype, device=device)
@@ -281,13 +364,16 @@ def _record_fn(benchmark: Benchmark, save_sims: bool, verbose: bool) -> RecordFn
 def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=None) -> list[dict]:
     """Answer shard ``args.index`` of ``args.chunk`` of ``benchmark``; returns and writes its records. The model is
     loaded from ``args.model_path`` unless given (and only when something is left to answer)."""
-    samples = shard(benchmark.load_samples(args.anno_path), args.chunk, args.index)
+    every_sample = benchmark.load_samples(args.anno_path)
+    samples = shard(every_sample, args.chunk, args.index)
+    remove_stale_temp_files(args.pred_path)
     store = ResultStore(args.pred_path, benchmark.stem, args.chunk, args.index, benchmark.sample_key)
     done = store.load()
     todo = [s for s in samples if benchmark.sample_key(s) not in done]
     logger.info("%d samples in this shard, %d to answer", len(samples), len(todo))
     new = {}
     if todo:
+        check_some_video_exists([benchmark.video_path(s, args.data_path) for s in every_sample], args.data_path)
         if model is None:
             model, tokenizer = load_model(args)
         conv_name = model_conv_type(model)
@@ -303,6 +389,7 @@ def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=No
             num_workers=args.num_workers,
             seed=args.seed,
             desc=f"{benchmark.name} {args.index}/{args.chunk}",
+            time_fields=benchmark.time_fields,
         )
     records = collect(store, args.chunk, [benchmark.sample_key(s) for s in samples], done, new)
     store.write_final(records)
@@ -314,6 +401,18 @@ def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=No
 
 
 def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> list[dict]:
+    """The command line; exits with a non-zero status, after writing everything, when samples failed."""
     args = build_parser(benchmark, description).parse_args(argv)
     setup(args)
-    return run(benchmark, args)
+    try:
+        records = run(benchmark, args)
+    except (OSError, ValueError, CheckpointMismatchError) as error:  # annotations, videos root, checkpoint files
+        if args.verbose:
+            logger.exception("Input error")
+        logger.error("%s", " ".join(str(error).split()))
+        sys.exit(EXIT_BAD_INPUT)
+    failures = failure_line(records)
+    if failures:
+        logger.error("shard %d/%d: %s", args.index, args.chunk, failures)
+        sys.exit(EXIT_FAILED_SAMPLES)
+    return records

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -24,6 +25,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig, Pretrained
 from transformers.utils import logging as hf_logging
 
 from etchat.constants import MATCH_TOKEN
+from etchat.io import file_problem
 from etchat.model.eva_vit import load_eva_vit_weights
 from etchat.model.modeling_etchat import LANGUAGE_MODELS
 from etchat.model.qformer import hf_to_published_key, published_to_hf_key
@@ -41,6 +43,30 @@ class NotETChatCheckpointError(ValueError):
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint lacks weights the model needs, or holds weights the model does not have."""
+
+
+class CheckpointFileError(ValueError):
+    """A file of a checkpoint is missing, cut short or unreadable; the message names it."""
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Raise a CheckpointFileError naming the first of ``paths`` (files, or folders whose weights and JSON files are
+    checked) that is cut short or unreadable, before a loader fails on it with a less helpful message."""
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json")) if path.is_dir() else [path]
+        for file in files:
+            if not file.is_file():
+                raise CheckpointFileError(f"{file}: no such file")
+            try:
+                problem = file_problem(file)
+            except OSError as error:
+                problem = f"unreadable ({error})"
+            if problem:
+                raise CheckpointFileError(f"{file}: {problem}")
 
 
 def _short(keys: Iterable[str], limit: int = 30) -> str:
@@ -98,12 +124,14 @@ def model_class(config: PretrainedConfig):
 def load_vision_tower_weights(model, path: str) -> set[str]:
     """`eva_vit_g.pth` into `model.vision_tower.vision_tower`; returns the parameter names it filled."""
     tower = model.model.vision_tower.vision_tower
+    check_files([path])
     load_eva_vit_weights(tower, path)
     return {f"model.vision_tower.vision_tower.{k}" for k in tower.state_dict()}
 
 
 def load_qformer_weights(model, path: str) -> set[str]:
     """`instruct_blip_vicuna7b_trimmed.pth` ({'model': state_dict} with Qformer.*, ln_vision.*, query_tokens)."""
+    check_files([path])
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state_dict = checkpoint.get("model", checkpoint)
     renamed = {}
@@ -180,9 +208,13 @@ def load_etchat(
 
     `language_model` accepts a plain LLM folder as `path` (training's stage 1). `new_modules` names parameter-name
     fragments that may legitimately have no weights yet (e.g. `frm_head` when a stage turns matching on); any other
-    missing weight is an error. Returns (model, tokenizer).
+    missing weight is an error. A file that is cut short or unreadable is a CheckpointFileError naming it, raised
+    before the slow part of the load. Returns (model, tokenizer).
     """
+    if os.path.isdir(path):
+        check_files([path])
     config = load_config(path, language_model, **config_overrides)
+    check_tokenizer_files(path)
     config.load_base_models = any((config.pretrain_vision_tower, config.pretrain_qformer, config.pretrain_projector))
     adapter, partial = os.path.join(path, ADAPTER_FILE), os.path.join(path, PARTIAL_FILE)
     is_partial = os.path.isfile(adapter) or os.path.isfile(partial)
@@ -192,6 +224,7 @@ def load_etchat(
             raise NotETChatCheckpointError(f"{path}: partial checkpoint without model_name_or_path in its config")
         weights_path = resolve_path(config.model_name_or_path, path)
         logger.info("Loading base model from %s", weights_path)
+        check_files([weights_path])
     model, info = _from_pretrained_quietly(model_class(config), weights_path, config, dtype, attn_implementation)
     unexpected = set(info["unexpected_keys"]) | {k for k, *_ in info["mismatched_keys"]}
     if unexpected:
@@ -249,7 +282,14 @@ def _load_generation_config(model, path: str) -> None:
         logger.debug("%s has no generation_config.json", path)
 
 
+def check_tokenizer_files(path: str) -> None:
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        raise CheckpointFileError(f"{path}: no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
+
+
 def load_tokenizer(path: str, config: PretrainedConfig, model_max_length: int | None = None):
+    if os.path.isdir(path):
+        check_tokenizer_files(path)
     kwargs = {"model_max_length": model_max_length} if model_max_length else {}
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:

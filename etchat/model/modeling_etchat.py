@@ -248,7 +248,7 @@ class ETChatMetaForCausalLM:
         times = list(times or [])
         if vid_positions.numel() != len(times):
             raise ValueError(
-                f"sample {sample_idx}: {vid_positions.numel()} <vid> tokens in the input but {len(times)} times "
+                f"batch row {sample_idx}: {vid_positions.numel()} <vid> tokens in the input but {len(times)} times "
                 "in src/tgt"
             )
         if not times:

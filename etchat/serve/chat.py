@@ -94,7 +94,7 @@ def interactive(chat: VideoChat, args: argparse.Namespace) -> None:
         if not question:
             continue
         try:
-            check_question(question)
+            check_question(question, args.max_question_chars)
         except ChatInputError as error:
             print(f"error: {error}", file=sys.stderr)
             continue
@@ -106,11 +106,11 @@ def interactive(chat: VideoChat, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     if args.question is not None:
-        check_question(args.question)
+        check_question(args.question, args.max_question_chars)
     clip = read_video(args.video, args.fps, args.max_video_len)
     model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype)
     settings = chat_settings(model, args.greedy, args.temperature, args.max_new_tokens)
-    chat = VideoChat(model, tokenizer, clip, settings, seed=args.seed)
+    chat = VideoChat(model, tokenizer, clip, settings, seed=args.seed, max_question_chars=args.max_question_chars)
     if args.question is None:
         interactive(chat, args)
     else:

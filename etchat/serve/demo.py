@@ -30,10 +30,12 @@ from etchat.data.video import VideoClip
 from etchat.serve.answer import ChatAnswer
 from etchat.serve.options import add_session_args, report_input_error, setup_logging
 from etchat.serve.session import (
+    MAX_QUESTION_CHARS,
     ChatInputError,
     VideoChat,
     chat_settings,
     check_question,
+    frame_size,
     load_chat_model,
     plot_answer,
     read_video,
@@ -63,6 +65,9 @@ CSS = f"""
 #{ANSWER_ID} .etchat-a {{ white-space: pre-wrap; }}
 #{ANSWER_ID} .etchat-time {{ font-weight: 600; text-decoration: underline; cursor: pointer; }}
 """
+MAX_UPLOAD_MB = 500
+# Uploads older than an hour are deleted every ten minutes while the demo runs (all of them when it stops).
+UPLOAD_CACHE_LIFETIME = (600, 3600)
 EMPTY_ANSWER = '<p class="etchat-hint">Upload a video, ask a question.</p>'
 
 
@@ -136,9 +141,12 @@ class DemoBackend:
         max_video_len: float = 600.0,
         seed: int | None = None,
         plot_dir: str | None = None,
+        max_question_chars: int = MAX_QUESTION_CHARS,
     ):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.fps, self.max_video_len, self.seed = fps, max_video_len, seed
+        self.max_question_chars = max_question_chars
+        self.frame_size = frame_size(model)
         self.plot_dir = Path(plot_dir or tempfile.mkdtemp(prefix="etchat_demo_"))
         self._cached: tuple[tuple, VideoClip] | None = None
         self._plots = 0
@@ -147,7 +155,8 @@ class DemoBackend:
     def clip(self, path: str) -> VideoClip:
         key = (path, os.path.getmtime(path) if os.path.exists(path) else None)
         if self._cached is None or self._cached[0] != key:
-            self._cached = (key, read_video(path, self.fps, self.max_video_len))
+            self._cached = None  # the old clip goes before the new one is decoded
+            self._cached = (key, read_video(path, self.fps, self.max_video_len, self.frame_size))
         return self._cached[1]
 
     def next_plot_path(self) -> Path:
@@ -163,7 +172,7 @@ class DemoBackend:
         try:
             if not video_path:
                 raise ChatInputError("upload a video first")
-            question = check_question(question)
+            question = check_question(question, self.max_question_chars)
             clip = self.clip(video_path)
         except ChatInputError as error:
             raise gr.Error(str(error)) from error
@@ -174,6 +183,7 @@ class DemoBackend:
             self.settings,
             history=state["turns"],
             seed=self.seed,
+            max_question_chars=self.max_question_chars,
         )
         turns = list(state["turns"])
         for item in stream_answer(chat, question):
@@ -194,7 +204,7 @@ def build_demo(backend: DemoBackend):
     """The Gradio page around ``backend``."""
     import gradio as gr
 
-    with gr.Blocks(title="E.T. Chat", analytics_enabled=False) as demo:
+    with gr.Blocks(title="E.T. Chat", analytics_enabled=False, delete_cache=UPLOAD_CACHE_LIFETIME) as demo:
         gr.Markdown("## E.T. Chat\nAsk about moments in your video. Click a time in the answer to jump there.")
         state = gr.State({"video": None, "turns": []})
         with gr.Row():
@@ -228,6 +238,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_session_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--max_upload_mb", type=float, default=MAX_UPLOAD_MB, help="larger uploads are refused by the server"
+    )
     return parser.parse_args(argv)
 
 
@@ -240,18 +253,31 @@ def main(argv: list[str] | None = None) -> int:
         settings = chat_settings(model, args.greedy, args.temperature, args.max_new_tokens)
     except ChatInputError as error:
         return report_input_error("etchat.serve.demo", error, args.verbose)
-    backend = DemoBackend(model, tokenizer, settings, args.fps, args.max_video_len, args.seed)
-    demo = build_demo(backend)
-    print(f"E.T. Chat demo on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    demo.queue().launch(
-        server_name=args.host,
-        server_port=args.port,
-        show_error=True,
-        ssr_mode=False,
-        css=CSS,
-        footer_links=[],
-        quiet=not args.verbose,
-    )
+    # Uploads and plots live in folders of this run, removed when it ends.
+    with tempfile.TemporaryDirectory(prefix="etchat_demo_") as scratch:
+        os.environ["GRADIO_TEMP_DIR"] = os.path.join(scratch, "uploads")
+        backend = DemoBackend(
+            model,
+            tokenizer,
+            settings,
+            args.fps,
+            args.max_video_len,
+            args.seed,
+            plot_dir=os.path.join(scratch, "plots"),
+            max_question_chars=args.max_question_chars,
+        )
+        demo = build_demo(backend)
+        print(f"E.T. Chat demo on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+        demo.queue().launch(
+            server_name=args.host,
+            server_port=args.port,
+            show_error=True,
+            ssr_mode=False,
+            css=CSS,
+            footer_links=[],
+            quiet=not args.verbose,
+            max_file_size=f"{args.max_upload_mb}mb",
+        )
     return 0
 
 

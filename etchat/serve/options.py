@@ -8,6 +8,7 @@ import logging
 import sys
 
 from etchat.cli import LOG_FORMAT, add_device_args, add_model_path_arg
+from etchat.serve.session import MAX_QUESTION_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ def add_session_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: published 0.2)")
     parser.add_argument("--max_new_tokens", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampling (default: random)")
+    parser.add_argument(
+        "--max_question_chars", type=int, default=MAX_QUESTION_CHARS, help="longer questions are refused"
+    )
     parser.add_argument("--verbose", action="store_true", help="log progress (and show tracebacks of errors)")
 
 

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NUM_THUMBNAILS = 8
+# Frames are decoded with this short side unless the model's transform asks for another (the published input size).
+DEFAULT_FRAME_SIZE = 224
+# A question longer than this is refused before anything is tokenized (a prompt must also fit the context).
+MAX_QUESTION_CHARS = 2000
 # Room kept for the answer when old turns must leave the prompt.
 ANSWER_RESERVE = 256
 
@@ -41,10 +45,12 @@ class ChatInputError(ValueError):
     """Input the chat cannot use (video, question, checkpoint); shown to the user as one line."""
 
 
-def check_question(question: str | None) -> str:
+def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) -> str:
     question = (question or "").strip()
     if not question:
         raise ChatInputError("the question is empty")
+    if len(question) > max_chars:
+        raise ChatInputError(f"the question has {len(question)} characters, more than the limit of {max_chars}")
     for token in (VIDEO_PLACEHOLDER, MATCH_TOKEN):
         if token in question:
             raise ChatInputError(f"the question may not contain {token} (the chat adds the video itself)")
@@ -67,12 +73,15 @@ def probe_video(path: str) -> None:
         raise VideoReadError(f"Cannot read {path}: {reason}") from error
 
 
-def read_video(path: str, fps: float = 1.0, max_len: float | None = 600.0) -> VideoClip:
-    """Decode ``path`` at ``fps``; a missing, unreadable or too long video is a ChatInputError naming the file."""
+def read_video(
+    path: str, fps: float = 1.0, max_len: float | None = 600.0, short_side: int = DEFAULT_FRAME_SIZE
+) -> VideoClip:
+    """Decode ``path`` at ``fps``, frames no larger than ``short_side`` on their short side (memory follows the frame
+    count, not the source resolution); a missing, unreadable or too long video is a ChatInputError naming the file."""
     try:
         if Path(path).is_file() and Path(path).stat().st_size > 0:  # load_video words the other cases itself
             probe_video(path)
-        return load_video(path, fps=fps, max_len=max_len)
+        return load_video(path, fps=fps, max_len=max_len, short_side=short_side)
     except (VideoReadError, ValueError) as error:
         raise ChatInputError(str(error)) from error
 
@@ -93,12 +102,14 @@ class VideoChat:
         settings: GenerationSettings,
         history: list[ChatAnswer] | None = None,
         seed: int | None = None,
+        max_question_chars: int = MAX_QUESTION_CHARS,
     ):
         from etchat.model.generation import seeded_generator
 
         self.model, self.tokenizer, self.clip, self.settings = model, tokenizer, clip, settings
         self.history = list(history or [])
         self.generator = seeded_generator(model.device, seed)
+        self.max_question_chars = max_question_chars
         transform = build_transform(model.config.vision_processor, inference=True)
         self.video = transform(clip.frames).to(next(model.parameters()).dtype)
 
@@ -106,25 +117,31 @@ class VideoChat:
         self.history = []
 
     def prompt(self, question: str) -> str:
-        """The prompt for ``question``, leaving out the oldest turns while it would not fit the context."""
-        budget = context_length(self.model, self.tokenizer) - min(self.settings.max_new_tokens, ANSWER_RESERVE)
-        turns = [(a.question, a.history_text()) for a in self.history]
+        """The prompt for ``question``, leaving out the oldest turns while it would not fit the context; a question
+        that does not fit even alone is a ChatInputError."""
         from etchat.model.generation import model_conv_type
 
+        budget = context_length(self.model, self.tokenizer) - min(self.settings.max_new_tokens, ANSWER_RESERVE)
+        turns = [(a.question, a.history_text()) for a in self.history]
         conv_name = model_conv_type(self.model)
         while True:
             prompt = chat_prompt(turns, question, conv_name)
-            if not turns or len(tokenize(prompt, self.tokenizer)) - 1 + len(self.clip.tags) <= budget:
-                break
+            length = len(tokenize(prompt, self.tokenizer)) - 1 + len(self.clip.tags)
+            if length <= budget:
+                return prompt
+            if not turns:
+                raise ChatInputError(
+                    f"the question and the video's {len(self.clip.tags)} frames need {length} positions; the model has "
+                    f"{budget} left for them (context minus room for the answer): ask a shorter question"
+                )
             logger.warning("The conversation is too long for the context: leaving out its oldest turn")
             turns = turns[1:]
-        return prompt
 
     def ask(self, question: str, on_text: TextCallback | None = None) -> ChatAnswer:
         """Answer ``question``; ``on_text`` receives the answer's text as it grows (each call the new piece)."""
         from etchat.model.generation import GenerationRequest, generate
 
-        question = check_question(question)
+        question = check_question(question, self.max_question_chars)
         request = GenerationRequest(
             input_ids=tokenize(self.prompt(question), self.tokenizer),
             video=self.video,
@@ -147,17 +164,27 @@ class VideoChat:
         return answer
 
 
+def frame_size(model) -> int:
+    """The short side the model's frame transform works at."""
+    return build_transform(model.config.vision_processor, inference=True).size
+
+
 def load_chat_model(path: str, device: str | None = None, dtype: str | None = None):
     """(model in eval mode, tokenizer); a folder that is not a loadable E.T. Chat checkpoint is a ChatInputError."""
     if not Path(path).is_dir():
         raise ChatInputError(f"{path}: no such checkpoint folder")
-    from etchat.model.loading import CheckpointMismatchError, NotETChatCheckpointError, load_etchat
+    from etchat.model.loading import (
+        CheckpointFileError,
+        CheckpointMismatchError,
+        NotETChatCheckpointError,
+        load_etchat,
+    )
 
     device, torch_dtype = resolve_device_dtype(device, dtype)
     logger.info("Loading %s on %s (%s)", path, device, torch_dtype)
     try:
         model, tokenizer = load_etchat(path, dtype=torch_dtype, device=device)
-    except NotETChatCheckpointError as error:
+    except (NotETChatCheckpointError, CheckpointFileError) as error:
         raise ChatInputError(str(error)) from error
     except CheckpointMismatchError as error:
         raise ChatInputError(f"the checkpoint does not match the model: {error}") from error

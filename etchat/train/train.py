@@ -20,7 +20,14 @@ import torch
 import transformers
 from transformers import HfArgumentParser
 
-from etchat.model.loading import ADAPTER_FILE, PARTIAL_FILE, PROJECTOR_MODULES, add_match_token, load_etchat
+from etchat.model.loading import (
+    ADAPTER_FILE,
+    PARTIAL_FILE,
+    PROJECTOR_MODULES,
+    CheckpointMismatchError,
+    add_match_token,
+    load_etchat,
+)
 from etchat.train.arguments import (
     VISION_TOWER_NAMES,
     DataArguments,
@@ -29,7 +36,8 @@ from etchat.train.arguments import (
     dataset_options,
     parse_json_arg,
 )
-from etchat.train.trainer import ETChatTrainer, find_last_checkpoint, select_trainable_parameters
+from etchat.train.checkpoints import find_last_checkpoint
+from etchat.train.trainer import ETChatTrainer, select_trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +219,8 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
 
-def train(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def prepare(argv: list[str]):
+    """Everything before the first step: arguments, model, data, trainer. Returns (trainer, model_args, args)."""
     init_cpu_distributed(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
@@ -240,6 +248,18 @@ def train(argv: list[str] | None = None) -> None:
         training_args.world_size,
         training_args.device,
     )
+    return trainer, model_args, training_args
+
+
+def train(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        trainer, model_args, training_args = prepare(argv)
+    except (OSError, ValueError, CheckpointMismatchError) as error:
+        # Input a user can get wrong (files, annotations, options): one line naming it, not a traceback per rank.
+        logger.error("%s", " ".join(str(error).split()))
+        logger.debug("traceback", exc_info=True)
+        sys.exit(2)
     checkpoint = find_last_checkpoint(training_args.output_dir)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)

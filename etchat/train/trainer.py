@@ -15,16 +15,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from etchat.data.sampler import ModalityGroupedSampler
 from etchat.model.loading import PARTIAL_FILE, save_etchat
 from etchat.model.qformer import hf_to_published_key, published_to_hf_key
+from etchat.train.checkpoints import save_safetensors_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 MODEL_INPUT_KEYS = ("input_ids", "labels", "attention_mask", "images", "queries", "src", "tgt", "tags")
 # Trained in addition to the tuning mode's parameters when `<vid>` matching is on.
 MATCHING_MODULES = ("embed_tokens", "lm_head", "frm_head", "vid_head")
-TRAINER_STATE_FILE = "trainer_state.json"
-_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 # ---- which parameters train ----------------------------------------------------------------------------------------
@@ -125,18 +123,6 @@ def load_trainable_weights(model: torch.nn.Module, path: str) -> list[str]:
         raise RuntimeError(f"{path}: weights the model does not have: {unknown[:10]}")
     model.load_state_dict(state_dict, strict=False)
     return sorted(state_dict)
-
-
-def find_last_checkpoint(output_dir: str) -> str | None:
-    """The newest complete `checkpoint-<step>` folder (one whose trainer state was written) in `output_dir`."""
-    if not os.path.isdir(output_dir):
-        return None
-    steps = {}
-    for name in os.listdir(output_dir):
-        match = _CHECKPOINT_RE.match(name)
-        if match and os.path.isfile(os.path.join(output_dir, name, TRAINER_STATE_FILE)):
-            steps[int(match.group(1))] = os.path.join(output_dir, name)
-    return steps[max(steps)] if steps else None
 
 
 def _is_peft_model(model) -> bool:
@@ -236,7 +222,7 @@ class ETChatTrainer(Trainer):
         if self.args.should_save:
             os.makedirs(folder, exist_ok=True)
             if state_dict:
-                save_file(state_dict, os.path.join(folder, PARTIAL_FILE), metadata={"format": "pt"})
+                save_safetensors_atomic(state_dict, os.path.join(folder, PARTIAL_FILE))
             _base_model(self.model).config.save_pretrained(folder)
         super()._save_checkpoint(model, trial)
 
@@ -286,7 +272,7 @@ class ETChatTrainer(Trainer):
         if self.args.should_save:
             os.makedirs(output_dir, exist_ok=True)
             if state_dict:
-                save_file(state_dict, os.path.join(output_dir, PARTIAL_FILE), metadata={"format": "pt"})
+                save_safetensors_atomic(state_dict, os.path.join(output_dir, PARTIAL_FILE))
             config.save_pretrained(output_dir)
             _base_model(model).generation_config.save_pretrained(output_dir)
             self.processing_class.save_pretrained(output_dir)

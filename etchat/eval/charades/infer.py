@@ -58,12 +58,16 @@ def sample_key(record: dict) -> str:
     return str(record["idx"])
 
 
+def video_path(sample: dict, data_path: str) -> str:
+    return os.path.join(data_path, f"{sample['vid']}.mp4")
+
+
 def build_job(sample: dict, data_path: str, conv_name: str = "phi3") -> Job:
     text = question(sample["sentence"])
     return Job(
         key=sample_key(sample),
         sample={**sample, "query": text},
-        video_path=os.path.join(data_path, f"{sample['vid']}.mp4"),
+        video_path=video_path(sample, data_path),
         prompt=chat_prompt([], text, conv_name),
         query=text,
     )
@@ -82,9 +86,11 @@ CHARADES_STA = Benchmark(
     stem="charades_sta",
     load_samples=load_charades,
     sample_key=sample_key,
+    video_path=video_path,
     build_job=build_job,
     to_record=to_record,
     to_error=to_error,
+    time_fields=("span",),
 )
 
 

@@ -22,6 +22,7 @@ samples) and the failure rate. They are printed and written to ``metrics.json`` 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 from pathlib import Path
@@ -29,7 +30,8 @@ from pathlib import Path
 import torch
 from nncore.ops import temporal_iou
 
-from etchat.io import METRICS_FILE, load_records, write_json_atomic
+from etchat.eval.results import check_failed, unique_records
+from etchat.io import METRICS_FILE, read_records, record_files, remove_stale_temp_files, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +89,17 @@ def grounding_scores(samples: list[dict]) -> dict[str, float]:
 
 
 def load_predictions(path: str | Path) -> list[dict]:
-    """Predictions of a JSON file, or of every JSON file of a folder (in name order; ``metrics.json`` skipped)."""
-    return load_records(path, suffixes=(".json",))
+    """Predictions of a JSON file, or of every JSON file of a folder (in name order; ``metrics.json`` skipped), each
+    test query once."""
+    files = record_files(path, suffixes=(".json",))
+    return unique_records([(file, read_records(file)) for file in files], sample_key)
+
+
+def sample_key(record: dict) -> str:
+    """A test query's name: its line index, else its video, sentence and span (files made elsewhere lack idx)."""
+    if "idx" in record:
+        return str(record["idx"])
+    return json.dumps([record.get("vid"), record.get("sentence", record.get("query")), record.get("span")])
 
 
 def metrics_path(pred_path: str | Path) -> Path:
@@ -101,22 +112,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Charades-STA scores (R1@0.3/0.5/0.7, mIoU, failure rate).")
     parser.add_argument("pred_path", help="a JSON prediction file, or a folder of them (see the module docstring)")
     parser.add_argument("--out", help="JSON file for the scores (default: metrics.json next to the predictions)")
+    parser.add_argument(
+        "--allow_errors",
+        action="store_true",
+        help="score samples whose inference failed (field 'error') as failures instead of refusing",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> dict[str, float]:
+    out = Path(args.out) if args.out else metrics_path(args.pred_path)
+    out.unlink(missing_ok=True)  # a failed run must not leave an older run's scores looking like its result
+    remove_stale_temp_files(out.parent)
     samples = load_predictions(args.pred_path)
+    check_failed(samples, args.pred_path, sample_key, args.allow_errors)
     scores = grounding_scores(samples)
     logger.info(f"Total number of samples: {scores['Total']}")
     logger.info(" ".join(f"R1@{thr}: {round(scores[f'R1@{thr}'], 3)}" for thr in THRESHOLDS))
     logger.info(f"mIoU: {round(scores['mIoU'], 3)}")
     logger.info(f"Failed: {scores['Failed']} samples ({scores['FailureRate'] * 100:.1f}%)")
-    out = Path(args.out) if args.out else metrics_path(args.pred_path)
     write_json_atomic(out, scores, indent=2)
     logger.info(f"Wrote {out}")
     return scores
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """The command line: bad input is one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"etchat.eval.charades: error: {' '.join(str(error).split())}") from error
 
 
 if __name__ == "__main__":

@@ -39,12 +39,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from etchat.eval.etbench.predictions import group_samples, load_predictions, load_subset, prediction_files
+from etchat.eval.etbench.predictions import (
+    group_samples,
+    load_predictions,
+    load_subset,
+    prediction_files,
+    sample_key,
+)
 from etchat.eval.etbench.report import json_ready, report_lines, summarize
 from etchat.eval.etbench.tasks import TASKS, ScoringTools
 from etchat.eval.metrics.captions import CaptionScorers, require_java
 from etchat.eval.metrics.similarity import SentenceSimilarity
-from etchat.io import write_json_atomic
+from etchat.eval.results import check_failed, unique_records
+from etchat.io import METRICS_FILE, remove_stale_temp_files, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subset", action="store_true", help="score only the 470-sample subset (commercial models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random stand-in captions (DVC/SLC)")
     parser.add_argument("--device", default="cpu", help="device of the sentence-similarity model")
+    parser.add_argument(
+        "--allow_errors",
+        action="store_true",
+        help="score samples whose inference failed (field 'error') as failed answers instead of refusing",
+    )
     return parser.parse_args(argv)
 
 
@@ -105,17 +117,28 @@ def _attach_log_handlers(log_file: Path) -> list[logging.Handler]:
     return handlers
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the scoring; returns ``{"groups": {task: {source: metrics}}, "overall": {...}, "merged": {...}}``."""
-    args = parse_args(argv)
+def load_all(files: list[Path], pred_path: str, allow_errors: bool) -> list[dict]:
+    """The samples of every prediction file, each once; samples whose inference failed are refused unless allowed."""
+    per_file = []
+    for path in files:
+        logger.info(f"Loading {path}...")
+        per_file.append((path, load_predictions(path)))
+    samples = unique_records(per_file, sample_key)
+    check_failed(samples, pred_path, sample_key, allow_errors)
+    return samples
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Score ``args.pred_path``; returns ``{"groups": {task: {source: metrics}}, "overall": ..., "merged": ...}``."""
     files, out_dir = prediction_files(args.pred_path)
+    metrics_file = out_dir / METRICS_FILE
+    # A failed run must not leave an older run's metrics.json looking like its result.
+    metrics_file.unlink(missing_ok=True)
+    remove_stale_temp_files(out_dir)
     handlers = _attach_log_handlers(out_dir / "metrics.log")
     try:
         logger.info(f"Total number of files: {len(files)}")
-        samples = []
-        for path in files:
-            logger.info(f"Loading {path}...")
-            samples += load_predictions(path)
+        samples = load_all(files, args.pred_path, args.allow_errors)
         logger.info(f"Total number of samples: {len(samples)}")
 
         groups = group_samples(samples, load_subset() if args.subset else None)
@@ -129,7 +152,6 @@ def main(argv: list[str] | None = None) -> dict:
         for line in report_lines(collected):
             logger.info(line)
 
-        metrics_file = out_dir / "metrics.json"
         # Atomic: a metrics.json that exists is complete (the quickstart skips scored folders by it).
         write_json_atomic(metrics_file, json_ready(collected), indent=4)
         logger.info(f"\nWrote {out_dir / 'metrics.log'} and {metrics_file}")
@@ -139,6 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """The command line: bad input is one line on stderr and exit status 2."""
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SystemExit(f"compute_metrics: error: {' '.join(str(error).split())}") from error
 
 
 if __name__ == "__main__":

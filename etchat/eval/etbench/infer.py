@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from etchat.data.conversation import chat_prompt
+from etchat.eval.etbench.predictions import sample_key
 from etchat.eval.etbench.tasks import TASKS
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
 from etchat.io import read_records, record_files
@@ -43,11 +44,6 @@ def load_annotations(path: str | os.PathLike) -> list[dict]:
     return samples
 
 
-def sample_key(sample: dict) -> str:
-    """Stable name of a benchmark sample across runs: task/source/idx."""
-    return f"{sample['task']}/{sample['source']}/{sample['idx']}"
-
-
 def _check_unique_keys(samples: list[dict]) -> None:
     seen = set()
     for sample in samples:
@@ -65,13 +61,17 @@ def build_prompt(question: str, conv_name: str = "phi3", best_option: bool = Fal
     return prompt
 
 
+def video_path(sample: dict, data_path: str) -> str:
+    return os.path.join(data_path, sample["video"])
+
+
 def build_job(sample: dict, data_path: str, conv_name: str = "phi3") -> Job:
     spec = TASKS.get(sample["task"])
     best_option = spec is not None and spec.best_option_prompt
     return Job(
         key=sample_key(sample),
         sample=sample,
-        video_path=os.path.join(data_path, sample["video"]),
+        video_path=video_path(sample, data_path),
         prompt=build_prompt(sample["q"], conv_name, best_option),
         query=sample["q"],
         src=sample.get("src"),
@@ -96,6 +96,7 @@ ETBENCH = Benchmark(
     stem="etbench",
     load_samples=load_annotations,
     sample_key=sample_key,
+    video_path=video_path,
     build_job=build_job,
     to_record=to_record,
     to_error=to_error,
