@@ -26,6 +26,7 @@ COMMANDS = (
     "etchat.bench infer",
     "etchat.bench train",
     "etchat.bench video",
+    "etchat.download",
 )
 
 
