@@ -116,8 +116,9 @@ run_shards() {
 }
 
 # infer_and_score <package> <folder> <default ANNO_PATH> <default VIDEO_PATH> [<checkpoint>] [inference options]:
-# `python -m <package>.infer` sharded over the visible GPUs into PRED_PATH (default <checkpoint>/<folder>), then
-# `python -m <package> PRED_PATH` scores it (unless SKIP_METRICS=1). checkpoint: default work_dirs/etchat-stage-3.
+# `python -m <package>.infer` sharded over the visible GPUs into PRED_PATH (default <checkpoint>/<folder>, or
+# work_dirs/<name>/<folder> for a Hub repo id org/name), then `python -m <package> PRED_PATH` scores it (unless
+# SKIP_METRICS=1). checkpoint: a folder or a Hub repo id, default work_dirs/etchat-stage-3.
 infer_and_score() {
     local package="$1" folder="$2" anno_default="$3" video_default="$4"
     shift 4
@@ -126,7 +127,11 @@ infer_and_score() {
         checkpoint="$1"
         shift
     fi
-    local pred_path="${PRED_PATH:-$checkpoint/$folder}"
+    local pred_default="$checkpoint/$folder"
+    if [ ! -d "$checkpoint" ] && [[ "$checkpoint" =~ ^[^/.][^/]*/[^/]+$ ]]; then
+        pred_default="work_dirs/${checkpoint#*/}/$folder"  # a Hub repo is no folder to write into
+    fi
+    local pred_path="${PRED_PATH:-$pred_default}"
     run_shards "$package.infer" --anno_path "${ANNO_PATH:-$anno_default}" --data_path "${VIDEO_PATH:-$video_default}" \
         --pred_path "$pred_path" --model_path "$checkpoint" "$@"
     if [ "${SKIP_METRICS:-0}" != "1" ]; then
