@@ -34,8 +34,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Print the command (DRY_RUN=1) or run it.
 run_or_print() {
     if [ "${DRY_RUN:-0}" = "1" ]; then
-        printf '%q ' "$@"
-        echo
+        local line
+        line="$(printf '%q ' "$@")"
+        printf '%s\n' "$line"  # one write, so that shards printing at once do not mix their lines
     else
         "$@"
     fi
