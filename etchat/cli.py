@@ -1,8 +1,9 @@
 """The command-line vocabulary every command shares: model path, device, dtype, logging.
 
 Flag names follow the published scripts where they have them (`--model_path`, `--anno_path`, `--data_path`,
-`--pred_path`; training's `--model_name_or_path`), snake_case everywhere, and one set of dtype names: torch's own
-(`float32`, `float16`, `bfloat16`). docs/design.md lists the whole vocabulary.
+`--pred_path`; training's `--model_name_or_path`), else transformers' (`--model_revision`), snake_case everywhere,
+and one set of dtype names: torch's own (`float32`, `float16`, `bfloat16`). docs/design.md lists the whole
+vocabulary.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def add_model_path_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
-        "--model_path", required=required, help="E.T. Chat checkpoint folder (full, or partial on top of its base)"
+        "--model_path",
+        required=required,
+        help="E.T. Chat checkpoint (full, or partial on top of its base): a folder or a Hugging Face Hub repo id, "
+        "e.g. PolyU-ChenLab/ETChat-Phi3-Mini-Stage-3",
+    )
+    parser.add_argument(
+        "--model_revision", default=None, help="branch, tag or commit of a Hub --model_path (default: main)"
     )
 
 

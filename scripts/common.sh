@@ -34,8 +34,9 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Print the command (DRY_RUN=1) or run it.
 run_or_print() {
     if [ "${DRY_RUN:-0}" = "1" ]; then
-        printf '%q ' "$@"
-        echo
+        local line
+        line="$(printf '%q ' "$@")"
+        printf '%s\n' "$line"  # one write, so that shards printing at once do not mix their lines
     else
         "$@"
     fi
@@ -104,13 +105,8 @@ run_shards() {
     echo "[inference] ${#gpus[@]} GPU(s): ${gpus[*]}" >&2
     trap 'kill "${pids[@]}" 2> /dev/null || true' INT TERM
     for i in "${!gpus[@]}"; do
-        local cmd=(env CUDA_VISIBLE_DEVICES="${gpus[$i]}" python -m "$module" "$@" --chunk "${#gpus[@]}" --index "$i"
-            --device cuda)
-        if [ "${DRY_RUN:-0}" = "1" ]; then
-            run_or_print "${cmd[@]}"  # one after another, so that printed commands do not interleave
-            continue
-        fi
-        "${cmd[@]}" &
+        run_or_print env CUDA_VISIBLE_DEVICES="${gpus[$i]}" python -m "$module" "$@" --chunk "${#gpus[@]}" \
+            --index "$i" --device cuda &
         pids+=("$!")
     done
     for i in "${!pids[@]}"; do
@@ -121,8 +117,9 @@ run_shards() {
 }
 
 # infer_and_score <package> <folder> <default ANNO_PATH> <default VIDEO_PATH> [<checkpoint>] [inference options]:
-# `python -m <package>.infer` sharded over the visible GPUs into PRED_PATH (default <checkpoint>/<folder>), then
-# `python -m <package> PRED_PATH` scores it (unless SKIP_METRICS=1). checkpoint: default work_dirs/etchat-stage-3.
+# `python -m <package>.infer` sharded over the visible GPUs into PRED_PATH (default <checkpoint>/<folder>, or
+# work_dirs/<name>/<folder> for a Hub repo id org/name), then `python -m <package> PRED_PATH` scores it (unless
+# SKIP_METRICS=1). checkpoint: a folder or a Hub repo id, default work_dirs/etchat-stage-3.
 infer_and_score() {
     local package="$1" folder="$2" anno_default="$3" video_default="$4"
     shift 4
@@ -131,7 +128,11 @@ infer_and_score() {
         checkpoint="$1"
         shift
     fi
-    local pred_path="${PRED_PATH:-$checkpoint/$folder}"
+    local pred_default="$checkpoint/$folder"
+    if [ ! -d "$checkpoint" ] && [[ "$checkpoint" =~ ^[^/.][^/]*/[^/]+$ ]]; then
+        pred_default="work_dirs/${checkpoint#*/}/$folder"  # a Hub repo is no folder to write into
+    fi
+    local pred_path="${PRED_PATH:-$pred_default}"
     run_shards "$package.infer" --anno_path "${ANNO_PATH:-$anno_default}" --data_path "${VIDEO_PATH:-$video_default}" \
         --pred_path "$pred_path" --model_path "$checkpoint" "$@"
     if [ "${SKIP_METRICS:-0}" != "1" ]; then

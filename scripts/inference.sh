@@ -3,7 +3,9 @@
 #
 #   scripts/inference.sh [<checkpoint>] [extra etchat.eval.etbench.infer options, e.g. --batch_size 4 --save_sims]
 #
-# checkpoint: default work_dirs/etchat-stage-3. Predictions go to <checkpoint>/etbench/etbench_{i}.json.
+# checkpoint: a folder or a Hub repo id (PolyU-ChenLab/ETChat-Phi3-Mini-Stage-3; --model_revision picks its commit),
+# default work_dirs/etchat-stage-3. Predictions go to <checkpoint>/etbench/etbench_{i}.json (for a Hub repo
+# org/name: work_dirs/name/etbench/).
 # Environment: ANNO_PATH (default data/etbench/annotations/vid), VIDEO_PATH (data/etbench/videos), PRED_PATH
 # (<checkpoint>/etbench), and the shared ones of scripts/common.sh (CUDA_VISIBLE_DEVICES, SKIP_METRICS, SKIP_SETUP,
 # DRY_RUN). A rerun resumes: finished samples are skipped.

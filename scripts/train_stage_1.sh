@@ -3,7 +3,8 @@
 # Usage: scripts/train_stage_1.sh [PHI3_PATH]
 #
 # Environment (defaults in brackets):
-#   MODEL_PATH          base LLM folder [$1, else model_zoo/Phi-3-mini-4k-instruct]
+#   MODEL_PATH          base LLM, a folder or a Hub repo id [$1, else model_zoo/Phi-3-mini-4k-instruct, which
+#                       without that folder is microsoft/Phi-3-mini-4k-instruct from the Hub]
 #   VISION_TOWER_PATH   EVA-ViT-G weights [model_zoo/eva_vit_g.pth]
 #   QFORMER_PATH        Q-Former weights [model_zoo/instruct_blip_vicuna7b_trimmed.pth]
 #   ANNO_PATH           [data/llamavid/llava_558k_with_webvid.json]

@@ -30,3 +30,16 @@ def tiny_checkpoint(tiny_base, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tiny_etchat"))
     save_etchat(model, tokenizer, path)
     return path
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face Hub cache that huggingface_hub uses in this process (as HF_HUB_CACHE sets it), offline;
+    tests fill it with tests.hub_cache.write_snapshot."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -7,7 +7,7 @@ import torch
 
 from etchat.model.eva_vit import EVAVisionTransformer, interpolate_pos_embed, load_eva_vit_weights
 
-KEYS_TSV = Path(__file__).parent / "reference" / "keys" / "eva_vit_g_pth.tsv"
+KEYS_TSV = Path(__file__).parents[1] / "etchat" / "model" / "keys" / "eva_vit_g_pth.tsv"
 TINY = dict(patch_size=14, width=32, depth=2, num_heads=2, mlp_dim=64)
 BLOCK_PARAMS = {  # name -> shape for width 32, mlp 64, in the layout of eva_vit_g.pth
     "norm1.weight": (32,),

@@ -417,6 +417,14 @@ def test_launcher_uses_one_cpu_process_without_gpus(tmp_path):
     assert "--anno_path data/etbench/annotations/vid --data_path data/etbench/videos" in line
 
 
+@pytest.mark.parametrize("script, folder", [("inference.sh", "etbench"), ("inference_charades.sh", "charades_sta")])
+def test_launcher_writes_the_predictions_of_a_hub_checkpoint_under_work_dirs(tmp_path, script, folder):
+    repo = "PolyU-ChenLab/ETChat-Phi3-Mini-Stage-3"
+    infer, score = dry_run(tmp_path, script, repo, "--model_revision", "v1", CUDA_VISIBLE_DEVICES="")
+    assert f"--pred_path work_dirs/ETChat-Phi3-Mini-Stage-3/{folder} --model_path {repo} --model_revision v1" in infer
+    assert score.strip().endswith(f" work_dirs/ETChat-Phi3-Mini-Stage-3/{folder}")
+
+
 @pytest.mark.slow
 def test_inference_script_on_cpu_with_the_tiny_checkpoint(tiny_checkpoint, bench, tmp_path):
     pred = tmp_path / "pred"

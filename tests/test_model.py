@@ -19,7 +19,7 @@ from etchat.model.modeling_etchat import ETChatPhi3ForCausalLM, soft_target_cros
 from etchat.model.qformer import build_qformer_tokenizer, hf_to_published_key, published_to_hf_key
 from tests.conftest import build_tiny_etchat
 
-KEYS = Path(__file__).parent / "reference" / "keys"
+KEYS = Path(__file__).parents[1] / "etchat" / "model" / "keys"
 PROMPT = "<|user|>\n<image>\n{q}<|end|>\n<|assistant|>\n"
 
 

@@ -32,7 +32,7 @@ from etchat.train.train import add_training_lora, build_model, train
 from etchat.train.trainer import ETChatTrainer, select_trainable_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUBLISHED_KEYS = os.path.join(ROOT, "tests", "reference", "keys", "etchat_phi3_full.tsv")
+PUBLISHED_KEYS = os.path.join(ROOT, "etchat", "model", "keys", "etchat_phi3_full.tsv")
 NUM_VIDEOS = 4
 VIDEO_SECONDS = 8  # 16 frames at 2 fps -> 8 frames at the 1 fps the model samples
 

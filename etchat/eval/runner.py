@@ -345,7 +345,7 @@ def setup(args: argparse.Namespace) -> None:
 def load_model(args: argparse.Namespace):
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     logger.info("Loading %s on %s (%s)", args.model_path, device, dtype)
-    model, tokenizer = load_etchat(args.model_path, dtype=dtype, device=device)
+    model, tokenizer = load_etchat(args.model_path, revision=args.model_revision, dtype=dtype, device=device)
     return model.eval(), tokenizer
 
 

@@ -1,8 +1,9 @@
 """E.T. Chat configuration: the language model's config plus the fields of the video path and `<vid>` matching.
 
-The field names are those of the released checkpoints' `config.json` (`model_type: etchat_phi3`). Two fields are
-additions of this project, for small test and quickstart models: `vision_config` and `qformer_config` override the
-EVA-ViT-G and BERT-base geometry; when absent the published geometry is used.
+The field names are those of the released checkpoints' `config.json` (`model_type: etchat_phi3`). Three fields are
+additions of this project: for small test and quickstart models, `vision_config` and `qformer_config` override the
+EVA-ViT-G and BERT-base geometry (when absent the published geometry is used); `model_revision` pins the commit of a
+partial checkpoint's base when that base is a Hub repo.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ETChatFields:
     language_model: str = "phi3"
     load_base_models: bool = False
     model_name_or_path: str | None = None
+    model_revision: str | None = None
     pretrain_vision_tower: str | None = None
     pretrain_qformer: str | None = None
     pretrain_projector: str | None = None

@@ -5,7 +5,9 @@
   `pretrain_qformer` in the config; optionally a projector `.safetensors` (`pretrain_projector`).
 - Full checkpoints: a Hugging Face folder, `model_type: etchat_*`, safetensors with the published names.
 - Partial checkpoints: `adapter_model.safetensors` (PEFT LoRA, merged on load) and/or `pytorch_model.safetensors`
-  (the non-LoRA trainables) on top of the base named by `config.model_name_or_path`.
+  (the non-LoRA trainables) on top of the base named by `config.model_name_or_path` (at `config.model_revision`).
+
+A checkpoint or base is a folder or a Hugging Face Hub repo id (`etchat.hub`).
 
 A weight that no file provides is an error listing it, unless the caller names it as new (a head or projector a
 training stage creates).
@@ -25,6 +27,7 @@ from transformers import AutoConfig, AutoTokenizer, GenerationConfig, Pretrained
 from transformers.utils import logging as hf_logging
 
 from etchat.constants import MATCH_TOKEN
+from etchat.hub import resolve_file, resolve_model
 from etchat.io import file_problem
 from etchat.model.eva_vit import load_eva_vit_weights
 from etchat.model.modeling_etchat import LANGUAGE_MODELS
@@ -73,22 +76,6 @@ def _short(keys: Iterable[str], limit: int = 30) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def resolve_path(path: str, relative_to: str | None = None) -> str:
-    """Absolute path of `path`: as given, else relative to the folders above `relative_to` (released configs name
-    their base as `model_zoo/...` relative to the repository)."""
-    if os.path.isabs(path) or os.path.exists(path) or relative_to is None:
-        return path
-    folder = os.path.abspath(relative_to)
-    while True:
-        candidate = os.path.join(folder, path)
-        if os.path.exists(candidate):
-            return candidate
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return path
-        folder = parent
 
 
 def load_config(path: str, language_model: str | None = None, **overrides) -> PretrainedConfig:
@@ -197,6 +184,7 @@ def merge_adapter(model, path: str):
 def load_etchat(
     path: str,
     *,
+    revision: str | None = None,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device = "cpu",
     attn_implementation: str | None = "sdpa",
@@ -206,11 +194,12 @@ def load_etchat(
 ):
     """Load an E.T. Chat checkpoint (full or partial), or build one from base weights.
 
-    `language_model` accepts a plain LLM folder as `path` (training's stage 1). `new_modules` names parameter-name
-    fragments that may legitimately have no weights yet (e.g. `frm_head` when a stage turns matching on); any other
-    missing weight is an error. A file that is cut short or unreadable is a CheckpointFileError naming it, raised
-    before the slow part of the load. Returns (model, tokenizer).
+    `path` is a folder or a Hub repo id (at `revision`). `language_model` accepts a plain LLM as `path` (training's
+    stage 1). `new_modules` names parameter-name fragments that may legitimately have no weights yet (e.g. `frm_head`
+    when a stage turns matching on); any other missing weight is an error. A file that is cut short or unreadable is a
+    CheckpointFileError naming it, raised before the slow part of the load. Returns (model, tokenizer).
     """
+    path = resolve_model(path, revision).path
     if os.path.isdir(path):
         check_files([path])
     config = load_config(path, language_model, **config_overrides)
@@ -222,7 +211,8 @@ def load_etchat(
     if is_partial:
         if not config.model_name_or_path:
             raise NotETChatCheckpointError(f"{path}: partial checkpoint without model_name_or_path in its config")
-        weights_path = resolve_path(config.model_name_or_path, path)
+        base_revision = getattr(config, "model_revision", None)
+        weights_path = resolve_model(config.model_name_or_path, base_revision, relative_to=path).path
         logger.info("Loading base model from %s", weights_path)
         check_files([weights_path])
     model, info = _from_pretrained_quietly(model_class(config), weights_path, config, dtype, attn_implementation)
@@ -271,7 +261,7 @@ def _load_base_weights(model, config, path: str, missing: set[str]) -> set[str]:
     filled = set()
     for file, prefixes, load in sources:
         if file and any(k.startswith(prefixes) for k in missing):
-            filled |= load(model, resolve_path(file, path))
+            filled |= load(model, resolve_file(file, path))
     return filled
 
 

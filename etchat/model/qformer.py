@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from transformers import BertTokenizer, InstructBlipQFormerConfig, InstructBlipQFormerModel
 
+from etchat.hub import hub_repo_id, resolve_model
+
 logger = logging.getLogger(__name__)
 
 # (published-name regex, transformers name) for the Q-Former weights; `\.attention` needs the dot, so it does not
@@ -51,10 +53,13 @@ def default_bert_vocab() -> str:
 def build_qformer_tokenizer(path: str | None = None) -> BertTokenizer:
     """Lower-casing WordPiece of bert-base-uncased plus `[DEC]` as BOS (id 30522), truncating on the left.
 
-    `path` may be a folder with `vocab.txt` (e.g. `model_zoo/bert-base-uncased`) or the vocab file itself.
+    `path` may be a folder with `vocab.txt` (e.g. `model_zoo/bert-base-uncased`), the vocab file itself, or a Hub repo
+    id (`google-bert/bert-base-uncased`).
     """
     if path is None and os.path.isdir("model_zoo/bert-base-uncased"):
         path = "model_zoo/bert-base-uncased"
+    if path is not None and not os.path.exists(path) and hub_repo_id(path):
+        path = resolve_model(path, allow_patterns=("vocab.txt",)).path
     vocab_file = path or default_bert_vocab()
     if os.path.isdir(vocab_file):
         vocab_file = os.path.join(vocab_file, "vocab.txt")

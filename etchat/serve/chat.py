@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> None:
     if args.question is not None:
         check_question(args.question, args.max_question_chars)
     clip = read_video(args.video, args.fps, args.max_video_len)
-    model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype)
+    model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype, args.model_revision)
     settings = chat_settings(model, args.greedy, args.temperature, args.max_new_tokens)
     chat = VideoChat(model, tokenizer, clip, settings, seed=args.seed, max_question_chars=args.max_question_chars)
     if args.question is None:

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing may phone home
     try:
-        model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype)
+        model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype, args.model_revision)
         settings = chat_settings(model, args.greedy, args.temperature, args.max_new_tokens)
     except ChatInputError as error:
         return report_input_error("etchat.serve.demo", error, args.verbose)

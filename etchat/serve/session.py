@@ -5,8 +5,9 @@ prompt with the model's template; the `<vid>` tokens of earlier answers are writ
 ``12.5``), the way the published model writes its answers at 1 fps, so the model reads its own times back as text.
 When the history would not fit the context, the oldest turns are left out.
 
-Input a user can get wrong (a missing, unreadable or too long video, an empty question, a folder that is not an E.T.
-Chat checkpoint) raises `ChatInputError` with a one-line message naming the file.
+Input a user can get wrong (a missing, unreadable or too long video, an empty question, a checkpoint that is neither a
+folder nor a Hub repo in reach, or not an E.T. Chat checkpoint) raises `ChatInputError` with a one-line message naming
+the file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from etchat.data.conversation import chat_prompt
 from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
 from etchat.data.video import VideoClip, VideoReadError, load_video
+from etchat.hub import ModelNotFoundError, resolve_model
 from etchat.serve.answer import AnswerStream, ChatAnswer, TextCallback
 
 if TYPE_CHECKING:
@@ -169,10 +171,13 @@ def frame_size(model) -> int:
     return build_transform(model.config.vision_processor, inference=True).size
 
 
-def load_chat_model(path: str, device: str | None = None, dtype: str | None = None):
-    """(model in eval mode, tokenizer); a folder that is not a loadable E.T. Chat checkpoint is a ChatInputError."""
-    if not Path(path).is_dir():
-        raise ChatInputError(f"{path}: no such checkpoint folder")
+def load_chat_model(path: str, device: str | None = None, dtype: str | None = None, revision: str | None = None):
+    """(model in eval mode, tokenizer) of a checkpoint folder or Hub repo id; one that cannot be found or is not a
+    loadable E.T. Chat checkpoint is a ChatInputError."""
+    try:
+        path = resolve_model(path, revision).path
+    except ModelNotFoundError as error:
+        raise ChatInputError(str(error)) from error
     from etchat.model.loading import (
         CheckpointFileError,
         CheckpointMismatchError,
@@ -184,7 +189,7 @@ def load_chat_model(path: str, device: str | None = None, dtype: str | None = No
     logger.info("Loading %s on %s (%s)", path, device, torch_dtype)
     try:
         model, tokenizer = load_etchat(path, dtype=torch_dtype, device=device)
-    except (NotETChatCheckpointError, CheckpointFileError) as error:
+    except (NotETChatCheckpointError, CheckpointFileError, ModelNotFoundError) as error:
         raise ChatInputError(str(error)) from error
     except CheckpointMismatchError as error:
         raise ChatInputError(f"the checkpoint does not match the model: {error}") from error

@@ -22,7 +22,14 @@ VISION_TOWER_NAMES = {"eva_vit": "eva_vit_g", "eva_vit_g": "eva_vit_g"}
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "start point: a plain LLM folder (stage 1) or an E.T. Chat checkpoint"}
+        default=None,
+        metadata={
+            "help": "start point: a plain LLM (stage 1) or an E.T. Chat checkpoint; a folder or a Hub repo id "
+            "(e.g. microsoft/Phi-3-mini-4k-instruct)"
+        },
+    )
+    model_revision: str | None = field(
+        default=None, metadata={"help": "branch, tag or commit of a Hub --model_name_or_path (default: main)"}
     )
     language_model: str | None = field(default=None, metadata={"help": "phi3, qwen2 or llama"})
     conv_type: str | None = field(default=None, metadata={"help": "chat template (default: the checkpoint's)"})
@@ -34,7 +41,9 @@ class ModelArguments:
     pretrain_vision_tower: str | None = field(default=None, metadata={"help": "eva_vit_g.pth"})
     pretrain_qformer: str | None = field(default=None, metadata={"help": "instruct_blip_vicuna7b_trimmed.pth"})
     pretrain_projector: str | None = field(default=None, metadata={"help": "projector weights (.safetensors)"})
-    qformer_tokenizer_path: str | None = field(default=None, metadata={"help": "bert-base-uncased folder or vocab"})
+    qformer_tokenizer_path: str | None = field(
+        default=None, metadata={"help": "bert-base-uncased: a folder, its vocab.txt, or a Hub repo id"}
+    )
     use_matching: bool = field(default=False, metadata={"help": "train the <vid> matching heads"})
     use_time_tag: bool = field(default=False, metadata={"help": "per-frame 'Current time' Q-Former instructions"})
     bi_attention: bool = field(default=False, metadata={"help": "frames of a video attend to each other"})

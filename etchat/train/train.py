@@ -1,8 +1,9 @@
 """Train one stage of E.T. Chat (docs/design.md §6): `torchrun ... -m etchat.train.train --model_name_or_path ... ...`.
 
-Stage 1 starts from a plain LLM folder (`--language_model phi3`) plus `--pretrain_vision_tower` / `--pretrain_qformer`;
-stages 2 and 3 start from the previous stage's output. A run resumes from the newest complete `checkpoint-*` in
-`--output_dir`. See `scripts/train_stage_{1,2,3}.sh` for the published settings.
+Stage 1 starts from a plain LLM (`--language_model phi3`) plus `--pretrain_vision_tower` / `--pretrain_qformer`;
+stages 2 and 3 start from the previous stage's output. `--model_name_or_path` is a folder or a Hub repo id. A run
+resumes from the newest complete `checkpoint-*` in `--output_dir`. See `scripts/train_stage_{1,2,3}.sh` for the
+published settings.
 
 Without a GPU the run uses the CPU with the gloo backend (fp32), under DDP or DeepSpeed.
 """
@@ -20,6 +21,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser
 
+from etchat.hub import ResolvedModel, resolve_model
 from etchat.model.loading import (
     ADAPTER_FILE,
     PARTIAL_FILE,
@@ -90,6 +92,13 @@ def attention_implementation(bi_attention: bool) -> str:
     return "sdpa"
 
 
+def resolve_start(model_args: ModelArguments) -> ResolvedModel:
+    """The local folder of `--model_name_or_path` (a folder or a Hub repo id at `--model_revision`)."""
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required")
+    return resolve_model(model_args.model_name_or_path, model_args.model_revision)
+
+
 def read_start_config(path: str) -> dict:
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
@@ -147,9 +156,8 @@ def new_module_names(model_args: ModelArguments, start_config: dict) -> tuple[st
 
 def build_model(model_args: ModelArguments, training_args: TrainingArguments):
     """The model to train (PEFT-wrapped with LoRA) with its trainable parameters selected, and its tokenizer."""
-    path = model_args.model_name_or_path
-    if path is None:
-        raise ValueError("--model_name_or_path is required")
+    start = resolve_start(model_args)
+    path = start.path
     start_config = read_start_config(path)
     is_etchat = start_config.get("model_type", "").startswith("etchat_")
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32
@@ -163,7 +171,10 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments):
             **config_overrides(model_args, is_etchat and not is_partial_checkpoint(path)),
         )
         model.config.use_cache = False
-        model.config.model_name_or_path = path  # the base a partial save of this stage builds on
+        # The base a partial save of this stage builds on, by the name it was given (a Hub repo id stays portable),
+        # pinned to the commit this run used.
+        model.config.model_name_or_path = model_args.model_name_or_path
+        model.config.model_revision = start.commit
         if model_args.use_matching:
             add_match_token(model, tokenizer)
     tokenizer.model_max_length = training_args.model_max_length
@@ -205,7 +216,7 @@ def log_trainable(model: torch.nn.Module, trainable: list[str]) -> None:
 
 
 def check_save_format(model_args: ModelArguments, training_args: TrainingArguments) -> None:
-    if not training_args.save_full_model and is_partial_checkpoint(model_args.model_name_or_path):
+    if not training_args.save_full_model and is_partial_checkpoint(resolve_start(model_args).path):
         raise ValueError(
             f"--model_name_or_path {model_args.model_name_or_path} is itself a partial checkpoint; a partial save "
             "on top of it could not be loaded. Use --save_full_model True, or start from a full checkpoint."
