@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
+from etchat.data.sample_checks import Problem, report_problems
 from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
@@ -76,14 +77,15 @@ class LoadedJob:
 class Benchmark:
     """What the runner needs to know about a benchmark.
 
-    ``load_samples(anno_path)`` reads and checks the annotations; ``sample_key(sample)`` names a sample stably across
+    ``load_samples(anno_path)`` reads and checks the annotations: the usable samples, and the problems of those left
+    out (`etchat.data.sample_checks`); ``sample_key(sample)`` names a sample stably across
     runs; ``build_job(sample, data_path, conv_name)`` makes its `Job`; ``to_record(job, answer, loaded)`` and
     ``to_error(job, message)`` make the record of an answered and of a failed sample.
     """
 
     name: str
     stem: str
-    load_samples: Callable[[str], list[dict]]
+    load_samples: Callable[[str], tuple[list[dict], list[Problem]]]
     sample_key: Callable[[dict], str]
     build_job: Callable[[dict, str, str], Job]
     to_record: Callable[[Job, MatchedAnswer, LoadedJob], dict]
@@ -245,6 +247,16 @@ def build_parser(benchmark: Benchmark, description: str | None) -> argparse.Argu
     parser.add_argument("--save_sims", action="store_true", help="store the <vid> similarity curves for plotting")
     parser.add_argument("--plot", type=int, default=0, metavar="N", help="draw timelines of the first N samples")
     parser.add_argument("--verbose", action="store_true", help="log every prompt and answer")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the annotations when a sample cannot be used (default: answer the others, then exit non-zero)",
+    )
+    parser.add_argument(
+        "--check_complete",
+        action="store_true",
+        help="answer nothing; exit 0 when all --chunk shards are written for these annotations, else 1",
+    )
     return parser
 
 
@@ -281,7 +293,9 @@ def _record_fn(benchmark: Benchmark, save_sims: bool, verbose: bool) -> RecordFn
 def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=None) -> list[dict]:
     """Answer shard ``args.index`` of ``args.chunk`` of ``benchmark``; returns and writes its records. The model is
     loaded from ``args.model_path`` unless given (and only when something is left to answer)."""
-    samples = shard(benchmark.load_samples(args.anno_path), args.chunk, args.index)
+    samples, skipped = benchmark.load_samples(args.anno_path)
+    report_problems(skipped, len(samples) + len(skipped), f"{benchmark.name} samples", args.strict)
+    samples = shard(samples, args.chunk, args.index)
     store = ResultStore(args.pred_path, benchmark.stem, args.chunk, args.index, benchmark.sample_key)
     done = store.load()
     todo = [s for s in samples if benchmark.sample_key(s) not in done]
@@ -310,10 +324,18 @@ def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=No
         from etchat.eval.plot import plot_records
 
         plot_records(records[: args.plot], Path(args.pred_path) / "plots", data_path=args.data_path)
+    if skipped:
+        raise SystemExit(f"{len(skipped)} annotation samples were skipped (see the warning): the predictions lack them")
     return records
 
 
 def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> list[dict]:
     args = build_parser(benchmark, description).parse_args(argv)
     setup(args)
+    if args.check_complete:
+        from etchat.eval.shards import report_unfinished
+
+        samples, _ = benchmark.load_samples(args.anno_path)
+        keys = [benchmark.sample_key(s) for s in samples]
+        raise SystemExit(report_unfinished(args.pred_path, benchmark.stem, args.chunk, keys, benchmark.sample_key))
     return run(benchmark, args)
