@@ -100,11 +100,12 @@ def _stream_rate(stream) -> Fraction:
 def _frame_times(container, stream, avg_rate: Fraction) -> list[Fraction]:
     """Presentation time of every frame, from the demuxed packets (no decoding): relative to the first frame, or
     ``i / r`` when the packets carry no usable timestamps."""
-    stamps = sorted(p.pts for p in container.demux(stream) if p.size > 0 and p.pts is not None)
+    stamps = [p.pts for p in container.demux(stream) if p.size > 0]  # one per frame, as the readers count them
     if not stamps:
         raise ValueError("the video stream has no frames")
-    if len(set(stamps)) != len(stamps):
+    if None in stamps or len(set(stamps)) != len(stamps):
         return [i / avg_rate for i in range(len(stamps))]
+    stamps.sort()
     base = Fraction(stream.time_base)
     return [(pts - stamps[0]) * base for pts in stamps]
 
