@@ -20,8 +20,15 @@
 #   published one on any number of GPUs.
 #
 # Inference (inference.sh, inference_charades.sh):
-#   CUDA_VISIBLE_DEVICES  which GPUs get a shard each ("" or -1: one process on the CPU)
+#   CUDA_VISIBLE_DEVICES  which GPUs get a shard each ("" or -1: the CPU)
+#   NPROC_PER_NODE        shards (processes) on this node [number of visible GPUs, round-robin over them; 1 on CPU]
+#   NNODES, NODE_RANK     torchrun-style nodes [1, 0]: shards = NNODES x NPROC_PER_NODE, node r runs the global
+#                         indices r x NPROC_PER_NODE ... (r + 1) x NPROC_PER_NODE - 1. Every node must see the same
+#                         PRED_PATH (a shared file system); the node that completes the set of shards scores it, and a
+#                         rerun on any node resumes its shards.
 #   SKIP_METRICS=1        no scoring after inference
+#   Default video folder: <folder>_compressed (e.g. data/etbench/videos_compressed, made by
+#   `python -m etchat.data.compress_videos`) when it exists, else <folder>; VIDEO_PATH overrides both.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -91,35 +98,89 @@ visible_gpus() {
     if [ "${#gpus[@]}" -gt 0 ]; then printf '%s\n' "${gpus[@]}"; fi
 }
 
-# Start `python -m <module> <args>` once per visible GPU as shard i of k (GPU i), or once on the CPU; wait for all.
+# <folder>_compressed when that folder exists (E.T. Bench's compressed videos), else <folder>.
+prefer_compressed() {
+    local folder="${1%/}"
+    if [ -d "${folder}_compressed" ]; then
+        echo "[$(basename "$0")] reading videos from ${folder}_compressed" >&2
+        echo "${folder}_compressed"
+    else
+        echo "$folder"
+    fi
+}
+
+# Shards on this node: NPROC_PER_NODE [visible GPUs; 1 without]; all shards: that times NNODES.
+local_shards() {
+    local num_gpus="$1"
+    echo "${NPROC_PER_NODE:-$((num_gpus > 0 ? num_gpus : 1))}"
+}
+
+# Start `python -m <module> <args>` for each shard of this node (global index NODE_RANK x NPROC_PER_NODE + i, GPU i
+# round-robin over the visible ones, else the CPU); wait for all. One shard in all runs without --chunk / --index.
 run_shards() {
     local module="$1"
     shift
-    local gpus=() pids=() failed=0 i
+    local gpus=() pids=() failed=0 i nproc nnodes=${NNODES:-1} node_rank=${NODE_RANK:-0}
     mapfile -t gpus < <(visible_gpus)
+    nproc=$(local_shards "${#gpus[@]}")
+    if ((nproc < 1 || node_rank < 0 || node_rank >= nnodes)); then
+        echo "[inference] need NPROC_PER_NODE >= 1 and 0 <= NODE_RANK < NNODES, got $nproc, $node_rank, $nnodes" >&2
+        return 1
+    fi
+    local chunk=$((nproc * nnodes)) first=$((node_rank * nproc))
     if [ "${#gpus[@]}" -eq 0 ]; then
-        echo "[inference] no GPU visible: one process on the CPU" >&2
-        run_or_print python -m "$module" "$@" --device cpu
+        echo "[inference] no GPU visible: $nproc process(es) on the CPU" >&2
+    fi
+    if [ "$chunk" -eq 1 ]; then
+        run_or_print $(shard_env 0 "${gpus[@]}") python -m "$module" "$@" --device "$(shard_device "${#gpus[@]}")"
         return
     fi
-    echo "[inference] ${#gpus[@]} GPU(s): ${gpus[*]}" >&2
+    echo "[inference] node $node_rank of $nnodes: shards $first-$((first + nproc - 1)) of $chunk" >&2
     trap 'kill "${pids[@]}" 2> /dev/null || true' INT TERM
-    for i in "${!gpus[@]}"; do
-        run_or_print env CUDA_VISIBLE_DEVICES="${gpus[$i]}" python -m "$module" "$@" --chunk "${#gpus[@]}" \
-            --index "$i" --device cuda &
+    for ((i = 0; i < nproc; i++)); do
+        run_or_print $(shard_env "$i" "${gpus[@]}") python -m "$module" "$@" --chunk "$chunk" --index "$((first + i))" \
+            --device "$(shard_device "${#gpus[@]}")" &
         pids+=("$!")
     done
     for i in "${!pids[@]}"; do
-        wait "${pids[$i]}" || { echo "[inference] shard $i (GPU ${gpus[$i]}) failed" >&2; failed=1; }
+        wait "${pids[$i]}" || { echo "[inference] shard $((first + i)) failed" >&2; failed=1; }
     done
     trap - INT TERM
     return "$failed"
 }
 
+# shard_env <local shard> <gpus...>: "env CUDA_VISIBLE_DEVICES=<its GPU>" (round-robin), nothing without GPUs.
+shard_env() {
+    local i="$1"
+    shift
+    if [ $# -gt 0 ]; then
+        local gpus=("$@")
+        echo "env CUDA_VISIBLE_DEVICES=${gpus[$((i % $#))]}"
+    fi
+}
+
+shard_device() {
+    if [ "$1" -gt 0 ]; then echo cuda; else echo cpu; fi
+}
+
+# Whether every shard of the run is written (always, on one node, once run_shards succeeded); on several nodes the
+# runner checks the prediction folder against the annotations.
+all_shards_done() {
+    local module="$1"
+    shift
+    local gpus=() nproc nnodes=${NNODES:-1}
+    if [ "$nnodes" -eq 1 ]; then return 0; fi
+    mapfile -t gpus < <(visible_gpus)
+    nproc=$(local_shards "${#gpus[@]}")
+    if run_or_print python -m "$module" "$@" --chunk "$((nproc * nnodes))" --check_complete; then return 0; fi
+    echo "[inference] other nodes' shards are not finished: the node that finishes last scores the run" >&2
+    return 1
+}
+
 # infer_and_score <package> <folder> <default ANNO_PATH> <default VIDEO_PATH> [<checkpoint>] [inference options]:
-# `python -m <package>.infer` sharded over the visible GPUs into PRED_PATH (default <checkpoint>/<folder>, or
-# work_dirs/<name>/<folder> for a Hub repo id org/name), then `python -m <package> PRED_PATH` scores it (unless
-# SKIP_METRICS=1). checkpoint: a folder or a Hub repo id, default work_dirs/etchat-stage-3.
+# `python -m <package>.infer` sharded over the nodes and their GPUs into PRED_PATH (default <checkpoint>/<folder>, or
+# work_dirs/<name>/<folder> for a Hub repo id org/name), then `python -m <package> PRED_PATH` scores it once every
+# shard is written (unless SKIP_METRICS=1). checkpoint: a folder or a Hub repo id, default work_dirs/etchat-stage-3.
 infer_and_score() {
     local package="$1" folder="$2" anno_default="$3" video_default="$4"
     shift 4
@@ -132,10 +193,12 @@ infer_and_score() {
     if [ ! -d "$checkpoint" ] && [[ "$checkpoint" =~ ^[^/.][^/]*/[^/]+$ ]]; then
         pred_default="work_dirs/${checkpoint#*/}/$folder"  # a Hub repo is no folder to write into
     fi
-    local pred_path="${PRED_PATH:-$pred_default}"
-    run_shards "$package.infer" --anno_path "${ANNO_PATH:-$anno_default}" --data_path "${VIDEO_PATH:-$video_default}" \
-        --pred_path "$pred_path" --model_path "$checkpoint" "$@"
-    if [ "${SKIP_METRICS:-0}" != "1" ]; then
+    local pred_path="${PRED_PATH:-$pred_default}" video_path="${VIDEO_PATH:-}"
+    if [ -z "$video_path" ]; then video_path=$(prefer_compressed "$video_default"); fi
+    local args=(--anno_path "${ANNO_PATH:-$anno_default}" --data_path "$video_path" --pred_path "$pred_path"
+        --model_path "$checkpoint" "$@")
+    run_shards "$package.infer" "${args[@]}"
+    if [ "${SKIP_METRICS:-0}" != "1" ] && all_shards_done "$package.infer" "${args[@]}"; then
         run_or_print python -m "$package" "$pred_path"
     fi
 }

@@ -9,7 +9,7 @@
 #   QFORMER_PATH        Q-Former weights [model_zoo/instruct_blip_vicuna7b_trimmed.pth]
 #   ANNO_PATH           [data/llamavid/llava_558k_with_webvid.json]
 #   IMAGE_PATH          [data/llava_pretrain/images]
-#   VIDEO_PATH          [data/webvid/videos]
+#   VIDEO_PATH          [data/webvid/videos_compressed when it exists, else data/webvid/videos]
 #   OUTPUT_DIR          [work_dirs/etchat-stage-1]
 #   GLOBAL_BATCH        samples per optimizer step over all processes [256]
 #   PER_DEVICE_BATCH    samples per process and forward pass [4]
@@ -24,13 +24,13 @@ VISION_TOWER_PATH=${VISION_TOWER_PATH:-model_zoo/eva_vit_g.pth}
 QFORMER_PATH=${QFORMER_PATH:-model_zoo/instruct_blip_vicuna7b_trimmed.pth}
 ANNO_PATH=${ANNO_PATH:-data/llamavid/llava_558k_with_webvid.json}
 IMAGE_PATH=${IMAGE_PATH:-data/llava_pretrain/images}
-VIDEO_PATH=${VIDEO_PATH:-data/webvid/videos}
 OUTPUT_DIR=${OUTPUT_DIR:-work_dirs/etchat-stage-1}
 GLOBAL_BATCH=${GLOBAL_BATCH:-256}
 PER_DEVICE_BATCH=${PER_DEVICE_BATCH:-4}
 
 # shellcheck source=scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+VIDEO_PATH=${VIDEO_PATH:-$(prefer_compressed data/webvid/videos)}
 
 launch_training \
     --model_name_or_path "$MODEL_PATH" \

@@ -6,7 +6,7 @@
 #   MODEL_PATH          stage-1 output [$1, else work_dirs/etchat-stage-1]
 #   ANNO_PATH           [data/llamavid/llava_v1_5_mix665k_with_video_chatgpt.json]
 #   IMAGE_PATH          [data/llava_instruct]
-#   VIDEO_PATH          [data/video_chatgpt]
+#   VIDEO_PATH          [data/video_chatgpt_compressed when it exists, else data/video_chatgpt]
 #   OUTPUT_DIR          [work_dirs/etchat-stage-2]
 #   GLOBAL_BATCH        samples per optimizer step over all processes [128]
 #   PER_DEVICE_BATCH    samples per process and forward pass [1]
@@ -19,13 +19,13 @@ set -euo pipefail
 MODEL_PATH=${1:-${MODEL_PATH:-work_dirs/etchat-stage-1}}
 ANNO_PATH=${ANNO_PATH:-data/llamavid/llava_v1_5_mix665k_with_video_chatgpt.json}
 IMAGE_PATH=${IMAGE_PATH:-data/llava_instruct}
-VIDEO_PATH=${VIDEO_PATH:-data/video_chatgpt}
 OUTPUT_DIR=${OUTPUT_DIR:-work_dirs/etchat-stage-2}
 GLOBAL_BATCH=${GLOBAL_BATCH:-128}
 PER_DEVICE_BATCH=${PER_DEVICE_BATCH:-1}
 
 # shellcheck source=scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+VIDEO_PATH=${VIDEO_PATH:-$(prefer_compressed data/video_chatgpt)}
 
 launch_training \
     --model_name_or_path "$MODEL_PATH" \

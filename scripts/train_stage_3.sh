@@ -5,7 +5,7 @@
 # Environment (defaults in brackets):
 #   MODEL_PATH          stage-2 output [$1, else work_dirs/etchat-stage-2]
 #   ANNO_PATH           [data/et_instruct_164k/et_instruct_164k_vid.json]
-#   VIDEO_PATH          [data/et_instruct_164k/videos]
+#   VIDEO_PATH          [data/et_instruct_164k/videos_compressed when it exists, else data/et_instruct_164k/videos]
 #   OUTPUT_DIR          [work_dirs/etchat-stage-3]
 #   GLOBAL_BATCH        samples per optimizer step over all processes [32]
 #   PER_DEVICE_BATCH    samples per process and forward pass [1]
@@ -17,13 +17,13 @@ set -euo pipefail
 
 MODEL_PATH=${1:-${MODEL_PATH:-work_dirs/etchat-stage-2}}
 ANNO_PATH=${ANNO_PATH:-data/et_instruct_164k/et_instruct_164k_vid.json}
-VIDEO_PATH=${VIDEO_PATH:-data/et_instruct_164k/videos}
 OUTPUT_DIR=${OUTPUT_DIR:-work_dirs/etchat-stage-3}
 GLOBAL_BATCH=${GLOBAL_BATCH:-32}
 PER_DEVICE_BATCH=${PER_DEVICE_BATCH:-1}
 
 # shellcheck source=scripts/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+VIDEO_PATH=${VIDEO_PATH:-$(prefer_compressed data/et_instruct_164k/videos)}
 
 launch_training \
     --model_name_or_path "$MODEL_PATH" \

@@ -69,11 +69,14 @@ def test_video_prints_table_and_appends_section(tmp_path, capsys):
     main(argv + _common(tmp_path, output))
 
     printed = capsys.readouterr().out
-    for reader in ("decord-1", "decord-2", "pyav-1", "pyav-2", "transform"):
+    for reader in ("decord-1", "decord-2", "pyav-1", "pyav-2", "transform", "decord-1-compressed"):
         assert f"| {reader} " in printed
-    # Videos of 3 and 4 s at 3 fps read at 1 fps: 3 + 4 frames.
-    row = next(line for line in printed.splitlines() if line.startswith("| decord-1 "))
-    assert [cell.strip() for cell in row.split("|")[2:4]] == ["1", "7"]
+    # Videos of 3 and 4 s at 3 fps read at 1 fps: 3 + 4 frames, compressed or not.
+    for reader in ("decord-1", "pyav-1-compressed"):
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {reader} "))
+        assert [cell.strip() for cell in row.split("|")[2:4]] == ["1", "7"]
+        assert (row.split("|")[-2].strip() == "-") == (reader == "decord-1")  # vs original: compressed rows only
+    assert len(list((tmp_path / "videos" / "compressed").glob("*.mp4"))) == 2
     assert "## video: tiny geometry on cpu" in output.read_text()
 
 

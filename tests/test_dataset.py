@@ -239,20 +239,58 @@ def test_filters_and_summary(tmp_path, media, tokenizer, caplog):
     assert [s.get("source") for s in dataset.samples] == ["charades", "long_video"]
 
 
-def test_inconsistent_samples_are_errors_naming_them(tmp_path, media, tokenizer):
+def test_inconsistent_samples_are_errors_naming_them_under_strict(tmp_path, media, tokenizer):
     bad_match = dict(VIDEO_SAMPLE, tgt=[0.0])
     with pytest.raises(ValueError, match=r"sample 1 .*anno\.json has 3 <vid> tokens but len\(src\) \+ len\(tgt\) = 2"):
-        make_dataset(tmp_path, media, tokenizer, [IMAGE_SAMPLE, bad_match])
+        make_dataset(tmp_path, media, tokenizer, [IMAGE_SAMPLE, bad_match], strict=True)
     two_placeholders = dict(IMAGE_SAMPLE, conversations=[human("<image> <image>"), gpt("a")])
     with pytest.raises(ValueError, match=r"sample 0 \(id img-1\).*2 <image> placeholders"):
-        make_dataset(tmp_path, media, tokenizer, [two_placeholders])
+        make_dataset(tmp_path, media, tokenizer, [two_placeholders, TEXT_SAMPLE], strict=True)
     in_answer = dict(IMAGE_SAMPLE, conversations=[human("q"), gpt("<image> a")])
     with pytest.raises(ValueError, match=r"sample 1 \(id img-1\).*message 1 is an assistant turn"):
-        make_dataset(tmp_path, media, tokenizer, [TEXT_SAMPLE, in_answer])
+        make_dataset(tmp_path, media, tokenizer, [TEXT_SAMPLE, in_answer], strict=True)
     later = dict(IMAGE_SAMPLE, conversations=[human("q"), gpt("a"), human("<image>\nq2"), gpt("b")])
-    assert len(make_dataset(tmp_path, media, tokenizer, [later])) == 1
+    assert len(make_dataset(tmp_path, media, tokenizer, [later], strict=True)) == 1
     with pytest.raises(ValueError, match=r"sample 0 \(id img-1\).*message 2 .*gather_conv_query"):
-        make_dataset(tmp_path, media, tokenizer, [later], gather_conv_query=True)
+        make_dataset(tmp_path, media, tokenizer, [later, TEXT_SAMPLE], gather_conv_query=True, strict=True)
+
+
+def test_unusable_samples_are_skipped_with_a_count_and_the_first_reasons(tmp_path, media, tokenizer, caplog):
+    bad_match = dict(VIDEO_SAMPLE, tgt=[0.0], source="bad_match")
+    missing_video = dict(VIDEO_SAMPLE, video="gone.mp4", source="missing")
+    not_an_object = ["a list, not a sample"]
+    wrong_roles = {"source": "wrong_roles", "conversations": [gpt("a"), human("q")]}
+    samples = [VIDEO_SAMPLE, bad_match, IMAGE_SAMPLE, missing_video, not_an_object, wrong_roles, TEXT_SAMPLE]
+    with caplog.at_level(logging.WARNING, logger="etchat.data.sample_checks"):
+        dataset = make_dataset(tmp_path, media, tokenizer, samples)
+    assert [s.get("source") for s in dataset.samples] == ["charades", "coco", "sharegpt"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "etchat.data.sample_checks"]
+    assert warning.startswith("4 of 7 training samples cannot be used (")
+    assert "1 <vid> counts that disagree" in warning and "1 missing videos or images" in warning
+    assert "2 malformed samples" in warning
+    # The first three reasons, in file order, each naming its sample.
+    assert "sample 1 (id -) of" in warning and "has 3 <vid> tokens" in warning
+    assert "sample 3 (id -)" in warning and "gone.mp4" in warning and "sample 4 (id -)" in warning
+    assert "sample 5" not in warning
+    # A video that the filters drop anyway is not a problem.
+    dataset = make_dataset(tmp_path, media, tokenizer, [missing_video, TEXT_SAMPLE], max_video_len=2, strict=True)
+    assert len(dataset) == 1
+
+
+def test_timestamps_as_text_keep_src_and_tgt_as_metadata(tmp_path, media, tokenizer):
+    as_text = dict(
+        VIDEO_SAMPLE,
+        conversations=[human("<image>\nWhen does 1.0s happen again?"), gpt("From 0.0s to 2.0s.")],
+    )
+    dataset = make_dataset(tmp_path, media, tokenizer, [as_text, IMAGE_SAMPLE], use_time_tag=True, strict=True)
+    item = dataset[0]
+    assert item["src"] is None and item["tgt"] is None
+    assert dataset.samples[0]["src"] == [1.0] and dataset.samples[0]["tgt"] == [0.0, 2.0]
+    assert trained_text(item, tokenizer).startswith("From 0.0s to 2.0s.")
+    assert item["query"] == "When does 1.0s happen again?"
+    # In a file of <vid> samples, a sample with times but without tokens has lost them.
+    with pytest.raises(ValueError, match=r"sample 1 .*has 0 <vid> tokens but len\(src\) \+ len\(tgt\) = 3"):
+        make_dataset(tmp_path, media, tokenizer, [VIDEO_SAMPLE, as_text], strict=True)
 
 
 def test_broken_sample_is_retried_with_a_warning(tmp_path, media, tokenizer, caplog):

@@ -17,6 +17,8 @@ COMMANDS = (
     "etchat.eval.charades.infer",
     "etchat.eval.charades",
     "etchat.eval.plot",
+    "etchat.data.compress_videos",
+    "etchat.data.check",
     "etchat.serve.chat",
     "etchat.serve.demo",
     "etchat.toy.synthetic",

@@ -19,6 +19,14 @@ from torch.utils.data import Dataset
 
 from etchat.constants import MATCH_TOKEN
 from etchat.data.conversation import check_conversation, preprocess
+from etchat.data.sample_checks import (
+    Problem,
+    SampleError,
+    count_match_tokens,
+    match_token_error,
+    report_problems,
+    times_are_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ class DataArguments:
     use_time_tag: bool = field(default=False, metadata={"help": "write src times as text and pass frame tags"})
     use_matching: bool = field(default=False, metadata={"help": "train the <vid> matching heads"})
     model_max_length: int = field(default=2048, metadata={"help": "batches are truncated to this many tokens"})
+    strict: bool = field(default=False, metadata={"help": "refuse the files when a sample cannot be used"})
 
 
 def _enabled(bound) -> bool:
@@ -85,17 +94,52 @@ def keep_sample(sample: dict, args: DataArguments) -> bool:
     return True
 
 
-def check_sample(sample: dict, name: str, gather_conv_query: bool = False) -> None:
-    """Raise a ValueError naming the sample when its fields are inconsistent."""
+def check_sample(sample: dict, name: str, gather_conv_query: bool = False, times_as_text: bool = False) -> None:
+    """Raise a ValueError naming the sample when its fields are inconsistent. ``times_as_text``: the sample's file
+    writes timestamps as text, so its src / tgt are metadata (docs/design.md §15)."""
     if not isinstance(sample, dict):
         raise ValueError(f"{name} must be a JSON object, got {type(sample).__name__}")
     if "image" in sample and "video" in sample:
         raise ValueError(f"{name} has both an 'image' and a 'video'")
     check_conversation(sample.get("conversations"), modality_of(sample) != "text", name, gather_conv_query)
-    num_match = sum(message["value"].count(MATCH_TOKEN) for message in sample["conversations"])
     num_times = len(sample.get("src") or []) + len(sample.get("tgt") or [])
-    if num_match != num_times:
-        raise ValueError(f"{name} has {num_match} {MATCH_TOKEN} tokens but len(src) + len(tgt) = {num_times}")
+    error = match_token_error(match_token_count(sample), num_times, times_as_text, "len(src) + len(tgt)")
+    if error:
+        raise SampleError("match_tokens", f"{name} {error}")
+
+
+def match_token_count(sample) -> int:
+    """``<vid>`` tokens in a sample's conversation (0 for a sample too malformed to hold any)."""
+    conversations = sample.get("conversations") if isinstance(sample, dict) else None
+    if not isinstance(conversations, list):
+        return 0
+    return count_match_tokens(
+        m["value"] for m in conversations if isinstance(m, dict) and isinstance(m.get("value"), str)
+    )
+
+
+def sample_problem(sample, name: str, args: DataArguments, times_as_text: bool) -> Problem | None:
+    """Why a sample that the filters keep cannot be trained on (malformed, <vid> counts, missing media), or None."""
+    try:
+        check_sample(sample, name, args.gather_conv_query, times_as_text)
+    except SampleError as error:
+        return Problem(error.kind, str(error))
+    except ValueError as error:
+        return Problem("malformed", str(error))
+    if not keep_sample(sample, args):
+        return None
+    path = media_file(sample, args)
+    if path is not None and not os.path.isfile(path):
+        return Problem("missing_media", f"{name}: no file {path}")
+    return None
+
+
+def media_file(sample: dict, args: DataArguments) -> str | None:
+    if "image" in sample:
+        return os.path.join(args.image_folder or "", sample["image"])
+    if "video" in sample:
+        return os.path.join(args.video_folder or "", sample["video"])
+    return None
 
 
 def write_times(text: str, times: list[float]) -> str:
@@ -110,7 +154,8 @@ def write_times(text: str, times: list[float]) -> str:
 
 
 def _sample_name(sample: dict, position: int, path: str) -> str:
-    return f"sample {position} (id {sample.get('id', '-')}) of {path}"
+    sample_id = sample.get("id", "-") if isinstance(sample, dict) else "-"
+    return f"sample {position} (id {sample_id}) of {path}"
 
 
 def _is_main_process() -> bool:
@@ -147,18 +192,23 @@ class SupervisedDataset(Dataset):
         if not annotation_paths:
             raise ValueError("No annotation file given")
 
-        samples, origins, num_raw = [], [], 0
+        samples, origins, problems, num_raw = [], [], [], 0
         for file_idx, path in enumerate(annotation_paths):
             with open(path) as f:
                 raw = json.load(f)
             if not isinstance(raw, list):
                 raise ValueError(f"{path} must hold a JSON list of samples, got {type(raw).__name__}")
             num_raw += len(raw)
+            times_as_text = times_are_text(match_token_count(sample) for sample in raw)
             for i, sample in enumerate(raw):
-                check_sample(sample, _sample_name(sample, i, path), data_args.gather_conv_query)
-                if keep_sample(sample, data_args):
+                problem = sample_problem(sample, _sample_name(sample, i, path), data_args, times_as_text)
+                if problem is not None:
+                    problems.append(problem)
+                elif keep_sample(sample, data_args):
                     samples.append(sample)
                     origins.append((file_idx, i))
+        if data_args.strict or _is_main_process():
+            report_problems(problems, num_raw, "training samples", data_args.strict)
         if not samples:
             raise ValueError(f"No sample of {annotation_paths} is left after filtering")
         if _is_main_process():
@@ -193,12 +243,7 @@ class SupervisedDataset(Dataset):
         return _sample_name(self.samples[idx], position, self.annotation_paths[file_idx])
 
     def media_path(self, idx: int) -> str | None:
-        sample = self.samples[idx]
-        if "image" in sample:
-            return os.path.join(self.args.image_folder or "", sample["image"])
-        if "video" in sample:
-            return os.path.join(self.args.video_folder or "", sample["video"])
-        return None
+        return media_file(self.samples[idx], self.args)
 
     def __getitem__(self, idx: int) -> dict:
         last_error = None
@@ -257,6 +302,8 @@ class SupervisedDataset(Dataset):
         sample, args = self.samples[idx], self.args
         conversations = [dict(message) for message in sample["conversations"]]
         src, tgt = sample.get("src"), sample.get("tgt")
+        if not match_token_count(sample):  # timestamps written as text: src / tgt are metadata
+            src = tgt = None
         if args.use_time_tag and src is not None:
             # The source times become text in the question instead of <vid> tokens.
             conversations[0]["value"] = write_times(conversations[0]["value"], src)

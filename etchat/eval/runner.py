@@ -17,8 +17,10 @@ for every benchmark:
 * a sample whose times (`src`, `tgt`, ...) are not finite or fall outside its video, or whose prompt and frames do not
   fit the model's context, is a per-sample error naming it; an annotated duration more than a second off the video's
   is a warning;
-* a shard with failed samples ends with a non-zero exit status and one line saying how many and why (its files are
-  written all the same).
+* samples the annotation checks reject (`etchat.data.sample_checks`: missing fields, `<vid>` counts that disagree
+  with `src`, repeated keys) are skipped with a count and the first reasons (``--strict`` refuses instead);
+* a shard with skipped or failed samples ends with a non-zero exit status and one line saying how many and why (its
+  files are written all the same).
 
 Annotations are read and checked before the model loads, so a bad file fails in a moment.
 """
@@ -38,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
-from etchat.constants import MATCH_TOKEN
+from etchat.data.sample_checks import Problem, report_problems
 from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
@@ -91,15 +93,16 @@ class LoadedJob:
 class Benchmark:
     """What the runner needs to know about a benchmark.
 
-    ``load_samples(anno_path)`` reads and checks the annotations; ``sample_key(sample)`` names a sample stably across
-    runs; ``video_path(sample, data_path)`` is its video file; ``build_job(sample, data_path, conv_name)`` makes its
-    `Job`; ``to_record(job, answer, loaded)`` and ``to_error(job, message)`` make the record of an answered and of a
-    failed sample; ``time_fields`` name the sample fields that hold times in seconds (checked against the video).
+    ``load_samples(anno_path)`` reads and checks the annotations: the usable samples, and the problems of those left
+    out (`etchat.data.sample_checks`); ``sample_key(sample)`` names a sample stably across runs;
+    ``video_path(sample, data_path)`` is its video file; ``build_job(sample, data_path, conv_name)`` makes its `Job`;
+    ``to_record(job, answer, loaded)`` and ``to_error(job, message)`` make the record of an answered and of a failed
+    sample; ``time_fields`` name the sample fields that hold times in seconds (checked against the video).
     """
 
     name: str
     stem: str
-    load_samples: Callable[[str], list[dict]]
+    load_samples: Callable[[str], tuple[list[dict], list[Problem]]]
     sample_key: Callable[[dict], str]
     video_path: Callable[[dict, str], str]
     build_job: Callable[[dict, str, str], Job]
@@ -245,20 +248,10 @@ def context_problem(item: LoadedJob, tokenizer, context: int | None) -> str | No
     )
 
 
-def match_problem(job: Job) -> str | None:
-    """Why the `<vid>` tokens of the prompt do not match the times given for them, or None."""
-    count, times = job.prompt.count(MATCH_TOKEN), len(job.src or [])
-    if count != times:
-        return f"the prompt holds {count} {MATCH_TOKEN} but 'src' gives {times} times"
-    return None
-
-
 def _check_loaded(item: LoadedJob, tokenizer, context: int | None, time_fields: tuple[str, ...]) -> str | None:
     """The error of a loaded sample, or None; warns when its annotated duration is off the video's."""
     if item.error is not None:
         return item.error
-    if problem := match_problem(item.job):
-        return problem
     annotated = item.job.sample.get("duration")
     if isinstance(annotated, (int, float)) and abs(annotated - item.duration) > TIME_SLACK:
         logger.warning("%s: annotated duration %s s, but the video lasts %s s", item.job.key, annotated, item.duration)
@@ -299,13 +292,24 @@ def check_some_video_exists(paths: list[str], data_path: str) -> None:
         raise FileNotFoundError(f"none of the {len(paths)} videos is under --data_path {data_path} (e.g. {paths[0]})")
 
 
-def failure_line(records: list[dict]) -> str | None:
-    """One line saying how many samples failed and why, or None when none did."""
-    failed = [r for r in records if "error" in r]
-    if not failed:
-        return None
-    count = f"all {len(records)}" if len(failed) == len(records) else f"{len(failed)} of {len(records)}"
-    return f"{count} samples failed (first: {failed[0]['error']}); a rerun retries them"
+@dataclass
+class ShardResult:
+    records: list[dict]  # the shard's records, in annotation order
+    skipped: list[Problem]  # annotation samples (of every shard) that could not be used
+
+
+def failure_line(result: ShardResult) -> str | None:
+    """One line saying how many samples were skipped or failed and why, or None when none was."""
+    parts = []
+    if result.skipped:
+        count = len(result.skipped)
+        parts.append(f"{count} annotation samples were skipped (see the warning): the predictions lack them")
+    failed = [r for r in result.records if "error" in r]
+    if failed:
+        total = len(result.records)
+        count = f"all {total}" if len(failed) == total else f"{len(failed)} of {total}"
+        parts.append(f"{count} samples failed (first: {failed[0]['error']}); a rerun retries them")
+    return "; ".join(parts) or None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -330,6 +334,16 @@ def build_parser(benchmark: Benchmark, description: str | None) -> argparse.Argu
     parser.add_argument("--save_sims", action="store_true", help="store the <vid> similarity curves for plotting")
     parser.add_argument("--plot", type=int, default=0, metavar="N", help="draw timelines of the first N samples")
     parser.add_argument("--verbose", action="store_true", help="log every prompt and answer")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the annotations when a sample cannot be used (default: answer the others, then exit non-zero)",
+    )
+    parser.add_argument(
+        "--check_complete",
+        action="store_true",
+        help="answer nothing; exit 0 when all --chunk shards are written for these annotations, else 1",
+    )
     return parser
 
 
@@ -361,10 +375,13 @@ def _record_fn(benchmark: Benchmark, save_sims: bool, verbose: bool) -> RecordFn
     return to_record
 
 
-def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=None) -> list[dict]:
-    """Answer shard ``args.index`` of ``args.chunk`` of ``benchmark``; returns and writes its records. The model is
+def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=None) -> ShardResult:
+    """Answer shard ``args.index`` of ``args.chunk`` of ``benchmark``; writes and returns its records. The model is
     loaded from ``args.model_path`` unless given (and only when something is left to answer)."""
-    every_sample = benchmark.load_samples(args.anno_path)
+    every_sample, skipped = benchmark.load_samples(args.anno_path)
+    # With no usable sample left there is nothing to answer: refuse, as --strict would.
+    total = len(every_sample) + len(skipped)
+    report_problems(skipped, total, f"{benchmark.name} samples", strict=args.strict or not every_sample)
     samples = shard(every_sample, args.chunk, args.index)
     remove_stale_temp_files(args.pred_path)
     store = ResultStore(args.pred_path, benchmark.stem, args.chunk, args.index, benchmark.sample_key)
@@ -397,22 +414,29 @@ def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=No
         from etchat.eval.plot import plot_records
 
         plot_records(records[: args.plot], Path(args.pred_path) / "plots", data_path=args.data_path)
-    return records
+    return ShardResult(records, skipped)
 
 
-def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> list[dict]:
-    """The command line; exits with a non-zero status, after writing everything, when samples failed."""
+def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> ShardResult:
+    """The command line; exits with a non-zero status, after writing everything, when samples were skipped or
+    failed."""
     args = build_parser(benchmark, description).parse_args(argv)
     setup(args)
+    if args.check_complete:
+        from etchat.eval.shards import report_unfinished
+
+        samples, _ = benchmark.load_samples(args.anno_path)
+        keys = [benchmark.sample_key(s) for s in samples]
+        raise SystemExit(report_unfinished(args.pred_path, benchmark.stem, args.chunk, keys, benchmark.sample_key))
     try:
-        records = run(benchmark, args)
+        result = run(benchmark, args)
     except (OSError, ValueError, CheckpointMismatchError) as error:  # annotations, videos root, checkpoint files
         if args.verbose:
             logger.exception("Input error")
         logger.error("%s", " ".join(str(error).split()))
         sys.exit(EXIT_BAD_INPUT)
-    failures = failure_line(records)
+    failures = failure_line(result)
     if failures:
         logger.error("shard %d/%d: %s", args.index, args.chunk, failures)
         sys.exit(EXIT_FAILED_SAMPLES)
-    return records
+    return result

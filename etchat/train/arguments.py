@@ -93,6 +93,10 @@ class DataArguments:
     tasks: str | None = field(
         default=None, metadata={"help": "keep only samples whose `task` field is one of these (comma-separated)"}
     )
+    strict: bool = field(
+        default=False,
+        metadata={"help": "refuse the annotation files when a sample cannot be used, instead of skipping it"},
+    )
 
 
 @dataclass
@@ -186,4 +190,5 @@ def dataset_options(
         use_time_tag=model_args.use_time_tag,
         use_matching=model_args.use_matching,
         model_max_length=training_args.model_max_length,
+        strict=data_args.strict,
     )

@@ -241,12 +241,15 @@ def prepare(argv: list[str]):
     from etchat.data.collator import DataCollator
     from etchat.data.dataset import SupervisedDataset
 
+    # The annotations are read and checked before the model, which takes minutes to load at full size.
+    start_config = read_start_config(resolve_start(model_args).path)
+    conv_type = model_args.conv_type or start_config.get("conv_type") or "phi3"
+    options = dataset_options(data_args, model_args, training_args, conv_type=conv_type)
+    dataset = SupervisedDataset(None, None, options)
     # New weights (projector, matching heads, LoRA) must start the same on every rank and in every rerun.
     transformers.set_seed(training_args.seed)
     model, tokenizer = build_model(model_args, training_args)
-    config = model.config
-    options = dataset_options(data_args, model_args, training_args, conv_type=config.conv_type)
-    dataset = SupervisedDataset(None, tokenizer, options)
+    dataset.tokenizer = tokenizer  # the model's, with <vid> added when matching is on
     image_size = int(model_args.vision_processor.rsplit("_", 1)[-1])
     collator = DataCollator(tokenizer, training_args.model_max_length, image_size=image_size)
 

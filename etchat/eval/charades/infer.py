@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from etchat.data.conversation import chat_prompt
+from etchat.data.sample_checks import Problem, report_problems
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
 from etchat.model.generation import MatchedAnswer
 
@@ -42,12 +43,26 @@ def parse_line(line: str, path: str, number: int) -> dict:
     return {"vid": fields[0], "sentence": sentence.strip(), "span": [min(start, end), max(start, end)]}
 
 
-def load_charades(path: str | os.PathLike) -> list[dict]:
-    """One sample per non-blank line of a Charades-STA test file, with ``idx`` its position."""
+def read_charades(path: str | os.PathLike) -> tuple[list[dict], list[Problem]]:
+    """One sample per well-formed non-blank line of a Charades-STA test file, with ``idx`` its position among the
+    non-blank lines; and the problems of the malformed lines, which are left out."""
     lines = [(n, line) for n, line in enumerate(Path(path).read_text().splitlines(), 1) if line.strip()]
     if not lines:
         raise ValueError(f"{path}: no samples")
-    return [{"idx": idx, **parse_line(line, str(path), n)} for idx, (n, line) in enumerate(lines)]
+    samples, problems = [], []
+    for idx, (number, line) in enumerate(lines):
+        try:
+            samples.append({"idx": idx, **parse_line(line, str(path), number)})
+        except ValueError as error:
+            problems.append(Problem("malformed", str(error)))
+    return samples, problems
+
+
+def load_charades(path: str | os.PathLike) -> list[dict]:
+    """Every sample of `read_charades`; a malformed line is an error naming the file and the line."""
+    samples, problems = read_charades(path)
+    report_problems(problems, len(samples) + len(problems), "Charades-STA lines", strict=True)
+    return samples
 
 
 def question(sentence: str) -> str:
@@ -84,7 +99,7 @@ def to_error(job: Job, error: str) -> dict:
 CHARADES_STA = Benchmark(
     name="Charades-STA",
     stem="charades_sta",
-    load_samples=load_charades,
+    load_samples=read_charades,
     sample_key=sample_key,
     video_path=video_path,
     build_job=build_job,

@@ -1,0 +1,148 @@
+"""Checks of annotation samples and their videos, shared by the data check, training and inference
+(docs/design.md §15).
+
+A sample that cannot be used gets a `Problem`: its kind and a one-line reason naming it. Training and inference skip
+such samples and log how many there were and the first few reasons (`report_problems`); with ``--strict`` they
+refuse the file instead. `python -m etchat.data.check` runs the same checks before a run, plus the video probes of
+`inspect_video`.
+
+Timestamps come in two styles (docs/design.md §6): as ``<vid>`` tokens, whose values are in ``src`` (question) and
+``tgt`` (answer), or as text, where ``src`` / ``tgt`` are kept as metadata only (E.T. Bench's ``txt`` annotations,
+``et_instruct_164k_txt.json``). A file none of whose samples holds a ``<vid>`` token is of the text style; in a file of
+the ``<vid>`` style every sample must hold exactly as many tokens as it has times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from etchat.constants import MATCH_TOKEN
+
+logger = logging.getLogger(__name__)
+
+# Kinds of problem, in report order, with what a report calls them.
+LOST = {
+    "malformed": "malformed samples",
+    "match_tokens": f"{MATCH_TOKEN} counts that disagree with the times",
+    "duplicate": "samples whose key repeats an earlier one",
+    "missing_media": "missing videos or images",
+    "unreadable_video": "unreadable videos",
+    "video_length": "videos whose file length a stage's bounds reject",
+}
+WARNINGS = {"duration": "annotation durations more than 1 s off the file's"}
+DURATION_TOLERANCE = 1.0  # seconds
+NUM_REASONS_LOGGED = 3
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # a key of LOST or WARNINGS
+    message: str  # one line, naming the sample and what is wrong
+
+    @property
+    def loses_sample(self) -> bool:
+        return self.kind in LOST
+
+
+class SampleError(ValueError):
+    """A sample that cannot be used, with the kind of problem it has."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def count_match_tokens(texts: Iterable[str]) -> int:
+    return sum(text.count(MATCH_TOKEN) for text in texts)
+
+
+def times_are_text(token_counts: Iterable[int]) -> bool:
+    """Whether a file whose samples hold these ``<vid>`` counts writes its timestamps as text."""
+    return not any(token_counts)
+
+
+def match_token_error(num_tokens: int, num_times: int, times_as_text: bool, fields: str) -> str | None:
+    """Why ``num_tokens`` ``<vid>`` tokens cannot stand for ``num_times`` times (``fields`` names where the times
+    are), or None. In a file of text timestamps the times are metadata and there are no tokens."""
+    if times_as_text or num_tokens == num_times:
+        return None
+    return f"has {num_tokens} {MATCH_TOKEN} tokens but {fields} = {num_times}"
+
+
+def report_problems(problems: list[Problem], total: int, what: str, strict: bool = False) -> None:
+    """Log the samples that are skipped: how many, of which kinds, and the first few reasons. With ``strict`` raise a
+    ValueError instead, so that nothing is skipped silently."""
+    lost = [p for p in problems if p.loses_sample]
+    if not lost:
+        return
+    kinds = Counter(p.kind for p in lost)
+    summary = (
+        f"{len(lost)} of {total} {what} cannot be used ("
+        + ", ".join(f"{count} {LOST[kind]}" for kind, count in kinds.items())
+        + "); first: "
+        + " | ".join(p.message for p in lost[:NUM_REASONS_LOGGED])
+    )
+    if strict:
+        raise ValueError(summary)
+    logger.warning("%s. They are skipped (--strict refuses instead).", summary)
+
+
+# ---- videos ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoReport:
+    """What `inspect_video` found: the file's duration in seconds, or the problem of an unreadable one."""
+
+    path: str
+    duration: float | None = None
+    error: str | None = None
+    missing: bool = False
+
+
+def probe_duration(path: str) -> float:
+    """The length of the video stream from the container's metadata, without decoding; raises when there is none."""
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return container.duration / av.time_base
+        if stream.frames and stream.average_rate:
+            return stream.frames / float(stream.average_rate)
+    raise ValueError("the container gives no duration")
+
+
+def inspect_video(path: str, decode: bool = False) -> VideoReport:
+    """Whether ``path`` exists and opens (container probe), and with ``decode`` whether its 1 fps frames decode the
+    way training and inference read them; the duration comes from the decoded stream then (frames / average rate)."""
+    if not os.path.isfile(path):
+        return VideoReport(path, missing=True)
+    try:
+        if decode:
+            from etchat.data.video import load_video
+
+            return VideoReport(path, duration=load_video(path, fps=1.0).duration)
+        return VideoReport(path, duration=probe_duration(path))
+    except Exception as error:  # noqa: BLE001 - any failure is this video's report
+        return VideoReport(path, error=f"{type(error).__name__}: {error}")
+
+
+def video_problems(report: VideoReport, names: list[str], durations: list[float | None]) -> list[Problem]:
+    """Problems of the samples ``names`` (with annotated ``durations``) that use the video of ``report``."""
+    if report.missing:
+        return [Problem("missing_media", f"{name}: no video file {report.path}") for name in names]
+    if report.error is not None:
+        return [Problem("unreadable_video", f"{name}: cannot read {report.path}: {report.error}") for name in names]
+    problems = []
+    for name, duration in zip(names, durations):
+        if duration is not None and abs(float(duration) - report.duration) > DURATION_TOLERANCE:
+            message = f"{name}: duration {duration} s but {report.path} lasts {report.duration:.3f} s"
+            problems.append(Problem("duration", message))
+    return problems
