@@ -1,4 +1,4 @@
-"""Reading and writing the project's JSON files: one atomic writer, and one reader for "a file or a folder of them".
+"""Reading and writing the project's JSON files: atomic writers, and one reader for "a file or a folder of them".
 
 Annotation files, prediction files and journals are JSON lists (``.json``) or one object per line (``.jsonl``). A
 command that takes a folder reads its ``.json``/``.jsonl`` files in name order and concatenates them; hidden files and
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -19,14 +20,15 @@ RECORD_SUFFIXES = (".json", ".jsonl")
 METRICS_FILE = "metrics.json"
 
 
-def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+@contextmanager
+def _atomic_text_file(path: str | os.PathLike):
+    """A text file opened for writing that appears at ``path`` whole (temporary file, fsync, rename), or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -34,6 +36,18 @@ def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    with _atomic_text_file(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: list) -> None:
+    """Write one JSON object per line to ``path``, atomically like `write_json_atomic`."""
+    with _atomic_text_file(path) as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
 def read_jsonl(path: str | os.PathLike, tolerate_cut_tail: bool = True) -> list[dict]:
