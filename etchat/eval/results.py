@@ -106,5 +106,19 @@ class ResultStore:
         return sorted(p for p in candidates if _is_shard_of(self.stem, p.stem) and p.name not in expected)
 
 
+def final_files(path: str | os.PathLike, stem: str) -> list[Path]:
+    """``path`` itself, or the final prediction files of the folder ``path`` (``<stem>.json``, ``<stem>_<i>.json``)
+    in name order; other files there (a submission, metrics.json) are not read."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob(f"{stem}*.json") if _is_shard_of(stem, p.stem))
+        if not files:
+            raise FileNotFoundError(f"no {stem}.json or {stem}_<i>.json prediction files in {path}")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"file or folder not found: {path}")
+    return [path]
+
+
 def _is_shard_of(stem: str, name: str) -> bool:
     return name == stem or (name.startswith(stem + "_") and name[len(stem) + 1 :].isdigit())

@@ -25,13 +25,15 @@ import sys
 from pathlib import Path
 
 from etchat.eval.qvhighlights.formats import (
+    STEM,
     SubmissionReport,
     parse_ground_truth,
     parse_submission,
     submission_from_records,
 )
 from etchat.eval.qvhighlights.metrics import highlight_detection, moment_retrieval, official_report
-from etchat.io import METRICS_FILE, load_records, read_records, write_json_atomic, write_jsonl_atomic
+from etchat.eval.results import final_files
+from etchat.io import METRICS_FILE, read_records, write_json_atomic, write_jsonl_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def read_inputs(pred_path: Path, gt_path: str | None) -> tuple[list[dict], list[
         if truth is None:
             raise ValueError(f"{pred_path}: a submission .jsonl needs the ground truth (--gt)")
         return read_records(pred_path), truth, 0
-    records = load_records(pred_path, suffixes=(".json",))
+    records = [record for file in final_files(pred_path, STEM) for record in read_records(file)]
     submission, record_truth = submission_from_records(records)
     out = _folder(pred_path) / SUBMISSION_FILE
     write_jsonl_atomic(out, submission)

@@ -24,6 +24,7 @@ import numpy as np
 from etchat.eval.qvhighlights.metrics import MAX_WINDOWS, NUM_ANNOTATORS, Answer, Query, num_clips
 from etchat.io import read_records
 
+STEM = "qvhighlights"  # inference writes <stem>.json / <stem>_<i>.json
 WINDOWS_KEY = "pred_relevant_windows"
 SALIENCY_KEY = "pred_saliency_scores"
 TRUTH_FIELDS = ("qid", "query", "vid", "duration", "relevant_windows", "relevant_clip_ids", "saliency_scores")

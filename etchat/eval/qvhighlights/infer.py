@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 
 from etchat.data.conversation import chat_prompt
-from etchat.eval.qvhighlights.formats import SALIENCY_KEY, WINDOWS_KEY
+from etchat.eval.qvhighlights.formats import SALIENCY_KEY, STEM, WINDOWS_KEY
 from etchat.eval.qvhighlights.metrics import CLIP_SECONDS, num_clips
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
 from etchat.io import read_records
@@ -114,7 +114,7 @@ def to_error(job: Job, error: str) -> dict:
 
 QVHIGHLIGHTS = Benchmark(
     name="QVHighlights",
-    stem="qvhighlights",
+    stem=STEM,
     load_samples=load_queries,
     sample_key=sample_key,
     build_job=build_job,
