@@ -103,7 +103,9 @@ def log_result(result: dict, report: SubmissionReport) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.eval.dvc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("pred_path", help="inference output (dvc*.json file or folder) or a submission .json")
     parser.add_argument("--references", nargs="+", help="reference files (default: those the records carry)")
     parser.add_argument("--max_proposals", type=int, default=MAX_PROPOSALS, help="proposals kept per video")

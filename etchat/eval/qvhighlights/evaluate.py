@@ -87,9 +87,13 @@ def log_result(result: dict, report: SubmissionReport) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.eval.qvhighlights",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("pred_path", nargs="?", help="inference output (.json file or folder) or a submission .jsonl")
-    parser.add_argument("--pred", dest="pred_option", help="the same as the positional pred_path")
+    parser.add_argument("--pred", dest="pred_option", metavar="PRED", help="the same as the positional pred_path")
     parser.add_argument("--gt", help="ground truth .jsonl (default: the one inference records carry)")
     parser.add_argument("--out", help=f"scores file (default: {METRICS_FILE} next to the predictions)")
     args = parser.parse_args(argv)
