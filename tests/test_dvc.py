@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etchat.eval.dvc import evaluate, formats, infer, metrics
+from etchat.eval.dvc import evaluate, formats, infer, metrics, prompts
 from etchat.eval.metrics.captions import CaptionScorers, caption_iou
 
 CASES = Path(__file__).parent / "data" / "dvc"
@@ -213,9 +213,9 @@ def test_inference_samples_prompts_and_answers(tmp_path):
     samples = infer.load_videos(CASES / "yc2_val" / "ref_youcook2.json")
     assert {s["dataset"] for s in samples} == {"youcook2"}
     assert len(samples) == len(json.loads((CASES / "yc2_val" / "ref.json").read_text()))
-    assert infer.build_job(samples[0], str(tmp_path)).query == infer.YOUCOOK2_QUESTION
+    assert infer.build_job(samples[0], str(tmp_path)).query == prompts.YOUCOOK2_QUESTION
     samples = infer.load_videos(CASES / "anet_two_refs" / "ref_1.json")
-    assert infer.build_job(samples[0], str(tmp_path)).query == infer.ACTIVITYNET_QUESTION
+    assert infer.build_job(samples[0], str(tmp_path)).query == prompts.ACTIVITYNET_QUESTION
     assert infer.answer_proposals("0 - 12, a man cuts an onion. 20 - 14, he fries it.") == [
         {"sentence": "a man cuts an onion.", "timestamp": [0.0, 12.0]},
         {"sentence": "he fries it.", "timestamp": [14.0, 20.0]},

@@ -14,9 +14,11 @@ from etchat.eval import runner
 from etchat.eval.charades import infer as charades_infer
 from etchat.eval.charades import metrics as charades_metrics
 from etchat.eval.dvc import infer as dvc_infer
+from etchat.eval.dvc import prompts as dvc_prompts
 from etchat.eval.etbench import infer as etbench_infer
 from etchat.eval.qvhighlights import evaluate as qvh_evaluate
 from etchat.eval.qvhighlights import infer as qvh_infer
+from etchat.eval.qvhighlights import prompts as qvh_prompts
 from etchat.model import generation
 from etchat.model.generation import MatchedAnswer
 from tests.video_utils import write_test_video
@@ -426,8 +428,8 @@ def test_qvhighlights_prompts_records_submission_and_scores(tiny_model, bench, t
 
     monkeypatch.setattr(runner, "generate", fake_generate)
     run_qvhighlights(tiny_model, bench, anno, tmp_path, "--batch_size", "2")
-    mr_question = qvh_infer.MR_QUESTION.format("A person sits down")
-    assert spy.queries[:2] == [mr_question, qvh_infer.HD_QUESTION.format("A person sits down")]
+    mr_question = qvh_prompts.MR_QUESTION.format("A person sits down")
+    assert spy.queries[:2] == [mr_question, qvh_prompts.HD_QUESTION.format("A person sits down")]
     _, tokenizer = tiny_model
     assert torch.equal(spy.calls[0][0][0].input_ids, tokenize(PHI3_PROMPT.format(mr_question), tokenizer))
 
@@ -464,7 +466,7 @@ def test_dense_captioning_records_hold_the_parsed_proposals(tiny_model, bench, t
         ["--anno_path", str(anno), "--data_path", str(bench / "videos"), "--pred_path", str(tmp_path),
          "--model_path", "unused", "--num_workers", "0"],
     )  # fmt: skip
-    assert spy.queries == [dvc_infer.ACTIVITYNET_QUESTION]
+    assert spy.queries == [dvc_prompts.ACTIVITYNET_QUESTION]
     (record,) = load(tmp_path / "dvc.json")
     assert record["proposals"] == [
         {"sentence": "a man sits.", "timestamp": [0.0, 2.0]},

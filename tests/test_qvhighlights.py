@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etchat.eval.qvhighlights import evaluate, formats, infer, metrics
+from etchat.eval.qvhighlights import evaluate, formats, infer, metrics, prompts
 from etchat.io import read_records
 
 CASES = Path(__file__).parent / "data" / "qvhighlights"
@@ -308,7 +308,7 @@ def test_annotations_give_two_samples_per_query(tmp_path):
     path.write_text(json.dumps(GT) + "\n" + json.dumps({**GT, "qid": 6, "query": "a man talks."}) + "\n")
     samples = infer.load_queries(path)
     assert [infer.sample_key(s) for s in samples] == ["5/mr", "5/hd", "6/mr", "6/hd"]
-    assert infer.question(samples[2]) == infer.MR_QUESTION.format("a man talks")
+    assert infer.build_job(samples[2], "videos").query == prompts.MR_QUESTION.format("a man talks")
     path.write_text(json.dumps(GT) + "\n" + json.dumps(GT) + "\n")
     with pytest.raises(ValueError, match="qid 5 appears twice"):
         infer.load_queries(path)

@@ -5,12 +5,12 @@ runner (`etchat.eval.runner`).
         --data_path data/youcook2/videos --pred_path work_dirs/etchat-stage-3/youcook2 \
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
-Annotations: YouCook2's released file (its ``validation`` videos are answered, with `YOUCOOK2_QUESTION`) or an
-ActivityNet Captions file such as ``val_1.json`` (every video, with `ACTIVITYNET_QUESTION`); the layout decides. The
-video of ``video_id`` is ``<data_path>/<video_id>`` + ``.mp4`` (or ``.mkv``, ``.webm`` when that exists). The prompt
-is phi3 ``<image>\\n{question}`` with the published decoding; the answer is read back by E.T. Bench's dense-caption
-rules (`etchat.eval.etbench.parsing.parse_dense_captions`: ``start - end, caption`` pieces) into ``proposals``
-``[{"sentence", "timestamp": [start, end]}]`` (empty when nothing parses).
+Annotations: YouCook2's released file (its ``validation`` videos, asked `prompts.YOUCOOK2_QUESTION`) or an
+ActivityNet Captions file such as ``val_1.json`` (every video, asked `prompts.ACTIVITYNET_QUESTION`); the layout
+decides. The video of ``video_id`` is ``<data_path>/<video_id>`` + ``.mp4`` (or ``.mkv``, ``.webm`` when that
+exists). The prompt is phi3 ``<image>\\n{question}`` with the published decoding; the answer is read back by E.T.
+Bench's dense-caption rules (`etchat.eval.etbench.parsing.parse_dense_captions`: ``start - end, caption`` pieces)
+into ``proposals`` ``[{"sentence", "timestamp": [start, end]}]`` (empty when nothing parses).
 
 Shard ``i`` of ``k`` writes ``dvc_{i}.json``: per video ``video_id``, ``dataset``, ``duration``, ``timestamps``,
 ``sentences`` (the references), ``response`` and ``proposals``. ``python -m etchat.eval.dvc <pred_path>`` writes the
@@ -23,20 +23,11 @@ import os
 
 from etchat.data.conversation import chat_prompt
 from etchat.eval.dvc.formats import STEM, check_references, read_json, youcook2_to_activitynet
+from etchat.eval.dvc.prompts import QUESTIONS
 from etchat.eval.etbench.parsing import parse_dense_captions
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
 from etchat.model.generation import MatchedAnswer
 
-_FORMAT = "The format of your response should be: '<start time> - <end time>, <description>'."
-YOUCOOK2_QUESTION = (
-    "You are given a cooking video. Watch the video carefully and densely describe all the cooking steps. For each "
-    f"step, you need to determine the start and end times and provide a concise description. {_FORMAT}"
-)
-ACTIVITYNET_QUESTION = (
-    "You are given a video about daily activities. Watch the video carefully and densely describe all the events. "
-    f"For each event, you need to determine the start and end times and provide a concise description. {_FORMAT}"
-)
-QUESTIONS = {"youcook2": YOUCOOK2_QUESTION, "activitynet": ACTIVITYNET_QUESTION}
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
 
 

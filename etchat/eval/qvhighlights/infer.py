@@ -8,9 +8,9 @@ Annotations: the Moment-DETR ``.jsonl`` (``qid``, ``query``, ``vid``, ``duration
 truth); the video of a query is ``<data_path>/<vid>.mp4``. Each query is asked twice, with the phi3 prompt
 ``<image>\\n{question}`` and the published decoding:
 
-* moment retrieval (``task: mr``), `MR_QUESTION`: the answer's ``<vid>`` times, paired in order, are the windows
+* moment retrieval (``task: mr``), `prompts.MR_QUESTION`: the answer's ``<vid>`` times, paired in order, are the windows
   ``pred_relevant_windows`` ``[start, end, 1 / rank]`` (each pair ordered; the answer's order is the ranking);
-* highlight detection (``task: hd``), `HD_QUESTION`: the first ``<vid>`` token's matching probabilities over the
+* highlight detection (``task: hd``), `prompts.HD_QUESTION`: the first ``<vid>`` token's matching probabilities over the
   frames give ``pred_saliency_scores``, one per 2-second clip of the annotated duration (the best frame of the clip),
   so the clip of the answered time scores highest.
 
@@ -28,20 +28,11 @@ from collections.abc import Sequence
 from etchat.data.conversation import chat_prompt
 from etchat.eval.qvhighlights.formats import SALIENCY_KEY, STEM, WINDOWS_KEY
 from etchat.eval.qvhighlights.metrics import CLIP_SECONDS, num_clips
+from etchat.eval.qvhighlights.prompts import QUESTIONS, question
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
 from etchat.io import read_records
 from etchat.model.generation import MatchedAnswer
 
-MR_QUESTION = (
-    "You are given a video about daily activities. Watch the video carefully and find a visual event described by "
-    "the sentence: '{}'. The format of your response should be: 'The event happens in <start time> - <end time>'."
-)
-HD_QUESTION = (
-    "You are given a video about daily activities. Watch the video carefully and find the highlight moment "
-    "described by the sentence: '{}'. The format of your response should be: 'The highlight moment happens in "
-    "<time>'."
-)
-QUESTIONS = {"mr": MR_QUESTION, "hd": HD_QUESTION}
 PREDICTION_KEYS = {"mr": WINDOWS_KEY, "hd": SALIENCY_KEY}
 REQUIRED_FIELDS = ("qid", "query", "vid", "duration")
 
@@ -66,12 +57,8 @@ def sample_key(sample: dict) -> str:
     return f"{sample['qid']}/{sample['task']}"
 
 
-def question(sample: dict) -> str:
-    return QUESTIONS[sample["task"]].format(sample["query"].strip().rstrip(".").strip())
-
-
 def build_job(sample: dict, data_path: str, conv_name: str = "phi3") -> Job:
-    text = question(sample)
+    text = question(sample["task"], sample["query"])
     return Job(
         key=sample_key(sample),
         sample=sample,
