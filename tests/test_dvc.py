@@ -24,7 +24,7 @@ from etchat.eval.dvc import evaluate, formats, infer, metrics, prompts
 from etchat.eval.metrics.captions import CaptionScorers, caption_iou
 
 CASES = Path(__file__).parent / "data" / "dvc"
-CASE_NAMES = ["anet_edges", "anet_single", "anet_two_refs", "yc2_val", "yc2_many_preds"]
+CASE_NAMES = ["anet_edges", "anet_single", "anet_two_refs", "anet_tiny", "yc2_val", "yc2_many_preds"]
 
 
 @pytest.fixture(scope="module")
