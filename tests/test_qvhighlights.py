@@ -312,3 +312,6 @@ def test_annotations_give_two_samples_per_query(tmp_path):
     path.write_text(json.dumps(GT) + "\n" + json.dumps(GT) + "\n")
     with pytest.raises(ValueError, match="qid 5 appears twice"):
         infer.load_queries(path)
+    path.write_text(json.dumps({**GT, "duration": "150"}) + "\n")
+    with pytest.raises(ValueError, match="qid 5: 'duration' must be a positive number"):
+        infer.load_queries(path)

@@ -47,6 +47,9 @@ def load_queries(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}: entry #{position} lacks {', '.join(missing)}")
         if line["qid"] in seen:
             raise ValueError(f"{path}: qid {line['qid']!r} appears twice")
+        duration = line["duration"]
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+            raise ValueError(f"{path}: qid {line['qid']!r}: 'duration' must be a positive number, got {duration!r}")
         seen.add(line["qid"])
     if not lines:
         raise ValueError(f"{path}: no query")
