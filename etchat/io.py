@@ -1,4 +1,4 @@
-"""Reading and writing the project's JSON files: one atomic writer, and one reader for "a file or a folder of them".
+"""Reading and writing the project's JSON files: atomic writers, and one reader for "a file or a folder of them".
 
 Annotation files, prediction files and journals are JSON lists (``.json``) or one object per line (``.jsonl``). A
 command that takes a folder reads its ``.json``/``.jsonl`` files in name order and concatenates them; hidden files and
@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -48,23 +49,37 @@ def replace_atomic(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file.
-
-    NaN and infinity are refused (they are not JSON): callers turn them into errors or nulls first.
-    """
+@contextmanager
+def _atomic_text_file(path: str | os.PathLike):
+    """A text file opened for writing that appears at ``path`` whole (temporary file, fsync, rename, the usual file
+    mode), or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
         with open(tmp, "w") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         replace_atomic(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename, so readers never see half a file.
+
+    NaN and infinity are refused (they are not JSON): callers turn them into errors or nulls first.
+    """
+    with _atomic_text_file(path) as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: list) -> None:
+    """Write one JSON object per line to ``path``, atomically like `write_json_atomic`."""
+    with _atomic_text_file(path) as f:
+        f.writelines(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records)
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:

@@ -38,12 +38,11 @@ if [ "${SKIP_SETUP:-0}" != "1" ]; then
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-# Print the command (DRY_RUN=1) or run it.
+# Print the command (DRY_RUN=1) or run it. The line is printed in one write, so that the shards started in the
+# background cannot interleave their lines.
 run_or_print() {
     if [ "${DRY_RUN:-0}" = "1" ]; then
-        local line
-        line="$(printf '%q ' "$@")"
-        printf '%s\n' "$line"  # one write, so that shards printing at once do not mix their lines
+        printf '%s\n' "$(printf '%q ' "$@")"
     else
         "$@"
     fi

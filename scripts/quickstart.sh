@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # E.T. Chat end to end on a CPU, no downloads: synthetic videos -> tiny base weights in the real formats ->
-# train_stage_1/2/3.sh -> inference.sh -> compute_metrics.py, plus the untrained model and a random-span baseline.
+# train_stage_1/2/3.sh -> inference.sh (E.T. Bench), inference_qvhighlights.sh and inference_activitynet.sh (dense
+# captioning) on the test split -> their scores, plus the untrained model and a random-span baseline.
 #
 # Usage: bash scripts/quickstart.sh
 # Environment (defaults in brackets):
@@ -8,7 +9,8 @@
 #   QS_SEED       data and model seed [0]
 #   QS_TRAIN_VIDEOS / QS_TEST_VIDEOS / QS_IMAGES   synthetic data sizes [300 / 60 / 200]
 #   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 3]
-#   QS_STAGE3_TASKS   stage-3 training tasks [tvg,tal,vhd,dvc: those that train <vid> matching]
+#   QS_STAGE3_TASKS   stage-3 training tasks [tvg,tal,vhd,dvc,qvh_mr,qvh_hd,densecap: those that train <vid>
+#                     matching; the last three ask the QVHighlights and dense-captioning benchmarks' questions]
 #   QS_THREADS    torch threads per process [all cores]
 # Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
 # resumes from its newest checkpoint).
@@ -70,7 +72,7 @@ step "5/6 stage 3: <vid> matching on ET-Instruct-style samples"
 # The grounding tasks only: the multiple-choice ones train no <vid> matching and take LM capacity the toy model needs.
 # Each video serves several samples, so the data loaders keep decoded videos across steps and epochs.
 STAGE3_ARGS="--num_train_epochs ${QS_STAGE3_EPOCHS:-3} --learning_rate 2e-3 --lora_enable False --tuning_mode llm"
-STAGE3_ARGS+=" --tasks ${QS_STAGE3_TASKS:-tvg,tal,vhd,dvc}"
+STAGE3_ARGS+=" --tasks ${QS_STAGE3_TASKS:-tvg,tal,vhd,dvc,qvh_mr,qvh_hd,densecap}"
 STAGE3_ARGS+=" --video_cache_size ${QS_TRAIN_VIDEOS:-300} --dataloader_persistent_workers True"
 if ! done_stage "$QS_DIR/stage-3"; then
     ANNO_PATH="$DATA/stage3.json" VIDEO_PATH="$DATA" OUTPUT_DIR="$QS_DIR/stage-3" \
@@ -78,26 +80,46 @@ if ! done_stage "$QS_DIR/stage-3"; then
 fi
 
 step "6/6 inference on the test split and scoring (trained model, untrained model, random spans)"
-INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96 --save_sims --plot 6)
+INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96)
+QVH_ANNO="$DATA/annotations/qvhighlights/synthetic_test.jsonl"
+DVC_ANNO="$DATA/annotations/dvc/synthetic_test.json"
 # metrics.json is written last (and removed when scoring starts), so a folder with a whole one is complete;
 # otherwise inference resumes, then scores.
-scored() { whole "$1/etbench/metrics.json"; }
-if ! scored "$QS_DIR/stage-3"; then
-    ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/stage-3" "${INFER_ARGS[@]}"
-fi
+scored() { whole "$1/metrics.json"; }
+# E.T. Bench, QVHighlights and dense captioning of the test split by the checkpoint $1.
+infer_benchmarks() {
+    if ! scored "$1/etbench"; then
+        ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" \
+            bash scripts/inference.sh "$1" "${INFER_ARGS[@]}" --save_sims --plot 6
+    fi
+    if ! scored "$1/qvhighlights"; then
+        ANNO_PATH="$QVH_ANNO" VIDEO_PATH="$DATA/videos/test" bash scripts/inference_qvhighlights.sh "$1" "${INFER_ARGS[@]}"
+    fi
+    if ! scored "$1/dvc"; then
+        ANNO_PATH="$DVC_ANNO" VIDEO_PATH="$DATA/videos/test" PRED_PATH="$1/dvc" \
+            bash scripts/inference_activitynet.sh "$1" "${INFER_ARGS[@]}"
+    fi
+}
+infer_benchmarks "$QS_DIR/stage-3"
 if ! done_stage "$QS_DIR/untrained"; then
     python -m etchat.toy.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
 fi
-if ! scored "$QS_DIR/untrained"; then
-    ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$QS_DIR/untrained" "${INFER_ARGS[@]}"
-fi
-if ! scored "$QS_DIR/random"; then
+infer_benchmarks "$QS_DIR/untrained"
+if ! scored "$QS_DIR/random/etbench"; then
     python -m etchat.toy.baselines random_spans "$DATA/annotations/vid" "$QS_DIR/random/etbench" --seed "$SEED"
     python -m etchat.eval.etbench "$QS_DIR/random/etbench" > /dev/null
 fi
+if ! scored "$QS_DIR/random/qvhighlights"; then
+    python -m etchat.toy.baselines random_spans "$QVH_ANNO" "$QS_DIR/random/qvhighlights" --benchmark qvhighlights \
+        --seed "$SEED"
+    python -m etchat.eval.qvhighlights "$QS_DIR/random/qvhighlights" > /dev/null
+fi
+if ! scored "$QS_DIR/random/dvc"; then
+    python -m etchat.toy.baselines random_spans "$DVC_ANNO" "$QS_DIR/random/dvc" --benchmark dvc --seed "$SEED"
+    python -m etchat.eval.dvc "$QS_DIR/random/dvc" > /dev/null
+fi
 
 step "summary"
-python -m etchat.toy.baselines summary \
-    trained="$QS_DIR/stage-3/etbench" untrained="$QS_DIR/untrained/etbench" random="$QS_DIR/random/etbench"
+python -m etchat.toy.baselines summary trained="$QS_DIR/stage-3" untrained="$QS_DIR/untrained" random="$QS_DIR/random"
 echo "Timeline plots of some test samples: $QS_DIR/stage-3/etbench/plots/"
 echo "Total time: $(( $(date +%s) - START )) s"

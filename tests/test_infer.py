@@ -13,7 +13,12 @@ from etchat.data.tokenization import tokenize
 from etchat.eval import runner
 from etchat.eval.charades import infer as charades_infer
 from etchat.eval.charades import metrics as charades_metrics
+from etchat.eval.dvc import infer as dvc_infer
+from etchat.eval.dvc import prompts as dvc_prompts
 from etchat.eval.etbench import infer as etbench_infer
+from etchat.eval.qvhighlights import evaluate as qvh_evaluate
+from etchat.eval.qvhighlights import infer as qvh_infer
+from etchat.eval.qvhighlights import prompts as qvh_prompts
 from etchat.model import generation
 from etchat.model.generation import MatchedAnswer
 from tests.video_utils import write_test_video
@@ -383,6 +388,103 @@ def test_charades_malformed_line_names_file_and_line(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# QVHighlights and dense video captioning
+# --------------------------------------------------------------------------------------------------------------------
+
+QVH_LINES = [
+    {"qid": 7, "query": "A person sits down.", "vid": "v1", "duration": 6, "relevant_windows": [[0, 4]],
+     "relevant_clip_ids": [0, 1], "saliency_scores": [[4, 3, 2], [1, 1, 1]]},
+    {"qid": 8, "query": "The light turns on", "vid": "missing", "duration": 4, "relevant_windows": [[0, 2]],
+     "relevant_clip_ids": [0], "saliency_scores": [[2, 2, 2]]},
+]  # fmt: skip
+
+
+def run_qvhighlights(model_and_tokenizer, bench, anno, pred, *extra):
+    return run_benchmark(
+        qvh_infer.QVHIGHLIGHTS,
+        model_and_tokenizer,
+        ["--anno_path", str(anno), "--data_path", str(bench / "videos"), "--pred_path", str(pred),
+         "--model_path", "unused", "--num_workers", "0", "--max_new_tokens", "4", *extra],
+    )  # fmt: skip
+
+
+def test_qvhighlights_prompts_records_submission_and_scores(tiny_model, bench, tmp_path, monkeypatch):
+    anno = tmp_path / "highlight_val_release.jsonl"
+    anno.write_text("".join(json.dumps(line) + "\n" for line in QVH_LINES))
+    spy = GenerateSpy()
+
+    def fake_generate(model, tokenizer, requests, settings, generator=None, on_token=None):
+        spy(model, tokenizer, requests, settings)
+        # MR: the times 3 and 1; HD: a matching curve over v1's 6 frames (1 fps)
+        answers = []
+        for request in requests:
+            if "highlight" in request.query:
+                assert len(request.tags) == 6
+                sims = torch.tensor([0.1, 0.3, 0.05, 0.05, 0.4, 0.1])
+                answers.append(MatchedAnswer("in 4", "", [], [4], [4.0], [sims]))
+            else:
+                answers.append(MatchedAnswer("3 - 1", "", [], [3, 1], [3.0, 1.0]))
+        return answers
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    run_qvhighlights(tiny_model, bench, anno, tmp_path, "--batch_size", "2")
+    mr_question = qvh_prompts.MR_QUESTION.format("A person sits down")
+    assert spy.queries[:2] == [mr_question, qvh_prompts.HD_QUESTION.format("A person sits down")]
+    _, tokenizer = tiny_model
+    assert torch.equal(spy.calls[0][0][0].input_ids, tokenize(PHI3_PROMPT.format(mr_question), tokenizer))
+
+    records = load(tmp_path / "qvhighlights.json")
+    assert [(r["qid"], r["task"]) for r in records] == [(7, "mr"), (7, "hd"), (8, "mr"), (8, "hd")]
+    assert records[0]["pred_relevant_windows"] == [[1.0, 3.0, 1.0]]
+    # 3 clips of 2 s: the best frame of each
+    assert records[1]["pred_saliency_scores"] == pytest.approx([0.3, 0.05, 0.4])
+    assert "missing.mp4" in records[2]["error"] and records[2]["pred_relevant_windows"] == []
+
+    with pytest.raises(SystemExit):  # qid 8 failed in inference: scored 0, exit status 1
+        qvh_evaluate.main([str(tmp_path)])
+    scores = load(tmp_path / "metrics.json")
+    assert scores["input_report"]["inference_errors"] == 2
+    # qid 7: window [1, 3] vs [0, 4]: IoU 0.5, a hit at 0.5 only; qid 8 scores 0
+    assert scores["brief"]["MR-full-mAP@0.5"] == 50.0 and scores["brief"]["MR-full-mAP@0.75"] == 0.0
+    submission = [json.loads(line) for line in (tmp_path / "qvhighlights_submission.jsonl").read_text().splitlines()]
+    assert [line["qid"] for line in submission] == [7, 8]
+
+
+def test_dense_captioning_records_hold_the_parsed_proposals(tiny_model, bench, tmp_path, monkeypatch):
+    anno = tmp_path / "val_1.json"
+    anno.write_text(json.dumps({"v1": {"duration": 6, "timestamps": [[0, 2], [3, 5]], "sentences": ["a", "b"]}}))
+    spy = GenerateSpy()
+
+    def fake_generate(model, tokenizer, requests, settings, generator=None, on_token=None):
+        spy(model, tokenizer, requests, settings)
+        return [MatchedAnswer("0 - 2, a man sits. 3 - 5, he stands up.", "", [], [0, 2, 3, 5], [0.0, 2.0, 3.0, 5.0])]
+
+    monkeypatch.setattr(runner, "generate", fake_generate)
+    run_benchmark(
+        dvc_infer.DENSE_CAPTIONING,
+        tiny_model,
+        ["--anno_path", str(anno), "--data_path", str(bench / "videos"), "--pred_path", str(tmp_path),
+         "--model_path", "unused", "--num_workers", "0"],
+    )  # fmt: skip
+    assert spy.queries == [dvc_prompts.ACTIVITYNET_QUESTION]
+    (record,) = load(tmp_path / "dvc.json")
+    assert record["proposals"] == [
+        {"sentence": "a man sits.", "timestamp": [0.0, 2.0]},
+        {"sentence": "he stands up.", "timestamp": [3.0, 5.0]},
+    ]
+    assert record["timestamps"] == [[0, 2], [3, 5]] and record["dataset"] == "activitynet"
+
+
+def test_qvhighlights_with_the_real_model(tiny_model, bench, tmp_path):
+    anno = tmp_path / "anno.jsonl"
+    anno.write_text(json.dumps(QVH_LINES[0]) + "\n")
+    run_qvhighlights(tiny_model, bench, anno, tmp_path, "--greedy", "--max_new_tokens", "6")
+    mr, hd = load(tmp_path / "qvhighlights.json")
+    assert isinstance(mr["pred_relevant_windows"], list) and isinstance(mr["response"], str)
+    assert hd["pred_saliency_scores"] == [] or len(hd["pred_saliency_scores"]) == 3
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Launcher scripts
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -396,7 +498,16 @@ def dry_run(tmp_path, script: str, *args: str, **env: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-@pytest.mark.parametrize("script", ["inference.sh", "inference_charades.sh"])
+LAUNCHERS = {  # script: (package, prediction folder)
+    "inference.sh": ("etbench", "etbench"),
+    "inference_charades.sh": ("charades", "charades_sta"),
+    "inference_qvhighlights.sh": ("qvhighlights", "qvhighlights"),
+    "inference_youcook2.sh": ("dvc", "youcook2"),
+    "inference_activitynet.sh": ("dvc", "activitynet_captions"),
+}
+
+
+@pytest.mark.parametrize("script", LAUNCHERS)
 def test_launcher_starts_one_shard_per_visible_gpu(tmp_path, script):
     lines = dry_run(tmp_path, script, "ckpt", "--batch_size", "2", CUDA_VISIBLE_DEVICES="3,5,6")
     shards = sorted(line for line in lines if "--chunk" in line)
@@ -406,7 +517,7 @@ def test_launcher_starts_one_shard_per_visible_gpu(tmp_path, script):
         assert line.startswith(f"env CUDA_VISIBLE_DEVICES={gpu} python -m ")
         assert "--chunk 3" in line and "--batch_size 2" in line
         assert "--model_path ckpt" in line and "--device cuda" in line
-    package, folder = ("etbench", "etbench") if script == "inference.sh" else ("charades", "charades_sta")
+    package, folder = LAUNCHERS[script]
     assert lines[-1].strip() == f"python -m etchat.eval.{package} ckpt/{folder}"
 
 

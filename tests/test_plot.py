@@ -112,3 +112,11 @@ def test_cli_draws_the_chosen_samples(tmp_path):
     assert Image.open(paths[0]).size[0] == 1200  # 12 in at 100 dpi
     with pytest.raises(SystemExit, match="no sample matches"):
         plot.main([str(pred), "--idx", "7", "--out", str(tmp_path / "none")])
+
+
+def test_dollar_signs_in_an_answer_are_drawn_as_text(tmp_path):
+    # An untrained model's answer such as "your$ <start" once stopped inference: matplotlib read it as a formula.
+    answer = "your$ <startGat rin yourvi <vidncriow P`~ sentence:3 up. chooseoured*u$ *"
+    record = {"idx": 0, "task": "tvg", "source": "s", "duration": 10.0, "tgt": [[1, 3]], "q": "q", "a": answer}
+    (path,) = plot.plot_records([record], tmp_path)
+    assert path.is_file()

@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from etchat.eval.etbench.tasks import TASKS as ETBENCH_TASKS
+from etchat.eval.qvhighlights.formats import parse_ground_truth
 from etchat.toy.synthetic import __main__ as synthetic_cli
 from etchat.toy.synthetic import dataset as synthetic
+from etchat.toy.synthetic.benchmarks import DVC_ANNOTATION, QVHIGHLIGHTS_ANNOTATION
 from etchat.toy.synthetic.dataset import SyntheticConfig
 
 TINY = dict(num_train_videos=4, num_test_videos=2, num_images=3, fps=3, size=64, min_len=20, max_len=25)
@@ -74,7 +76,15 @@ def grounding_queries(out):
     for sample in load(out, "annotations/vid/etbench_tvg_synthetic.json"):
         colour = pattern.search(sample["q"]).group(1)
         queries.append((sample["video"], colour, *sample["tgt"]))  # E.T. Bench's tvg tgt is one flat [s, e]
+    for line in qvhighlights_lines(out):
+        ((start, end),) = line["relevant_windows"]
+        queries.append((f"videos/test/{line['vid']}.mp4", line["query"].split()[1], start, end))
     return queries
+
+
+def qvhighlights_lines(out):
+    with open(os.path.join(out, QVHIGHLIGHTS_ANNOTATION)) as f:
+        return [json.loads(line) for line in f]
 
 
 def test_grounded_object_is_visible_exactly_inside_its_span(dataset):
@@ -136,7 +146,7 @@ def test_vid_tokens_match_src_and_tgt(dataset):
             assert [t["from"] for t in sample["conversations"]] == ["human", "gpt"] * (
                 len(sample["conversations"]) // 2
             )
-    for task in synthetic.TASKS:
+    for task in synthetic.ETBENCH_TASKS:
         for sample in load(out, synthetic.bench_annotation_path(task)):
             assert sample["q"].count("<vid>") == len(sample.get("src", [])), (task, sample["idx"])
 
@@ -168,10 +178,10 @@ def test_answers_parse_with_the_benchmark_rules(dataset):
     out, _ = dataset
     for sample in load(out, "stage3.json"):
         answer = sample["conversations"][1]["value"]
-        if sample["task"] in ("tvg", "tal", "dvc"):
+        if sample["task"] in ("tvg", "tal", "dvc", "qvh_mr", "densecap"):
             pairs = [[float(a), float(b)] for a, b in PAIR_PATTERN.findall(fill_times(answer, sample["tgt"]))]
             assert pairs == [sample["tgt"][i : i + 2] for i in range(0, len(sample["tgt"]), 2)], sample["id"]
-        elif sample["task"] == "vhd":
+        elif sample["task"] in ("vhd", "qvh_hd"):
             assert re.findall(r"\d+", fill_times(answer, sample["tgt"])) == [str(sample["tgt"][0])]
         else:
             letter = re.match(r"Best Option: \(([A-D])\)", answer).group(1)
@@ -182,7 +192,7 @@ def test_answers_parse_with_the_benchmark_rules(dataset):
 
 def test_benchmark_annotations(dataset):
     out, _ = dataset
-    for task in synthetic.TASKS:
+    for task in synthetic.ETBENCH_TASKS:
         samples = load(out, f"annotations/vid/etbench_{task}_synthetic.json")
         assert samples and [s["idx"] for s in samples] == list(range(len(samples)))
         for s in samples:
@@ -206,6 +216,29 @@ def test_benchmark_annotations(dataset):
                 assert all(0 <= t <= last for t in s["src"])
 
 
+def test_qvhighlights_and_dense_caption_test_files(dataset):
+    out, manifest = dataset
+    lines = qvhighlights_lines(out)
+    queries = parse_ground_truth(lines, QVHIGHLIGHTS_ANNOTATION)  # the scorer's checks of the Moment-DETR format
+    assert [line["qid"] for line in lines] == list(range(manifest["counts"]["test_videos"]))
+    references = load(out, DVC_ANNOTATION)
+    etbench_dvc = {s["video"]: s for s in load(out, "annotations/vid/etbench_dvc_synthetic.json")}
+    for line, query in zip(lines, queries):
+        ((start, end),) = line["relevant_windows"]
+        # the query is the caption of an event of that span; every clip showing a second of it is rated, 1-4
+        events = references[line["vid"]]
+        assert [start, end] in events["timestamps"] and line["query"] in events["sentences"]
+        visible = [clip for clip in range(query.num_clips) if {2 * clip, 2 * clip + 1} & set(range(start, end + 1))]
+        assert line["relevant_clip_ids"] == visible
+        assert all(1 <= rating <= 4 for ratings in line["saliency_scores"] for rating in ratings)
+        # the clip holding the middle of the span is rated highest by the first annotator
+        best = line["relevant_clip_ids"][int(np.argmax([r[0] for r in line["saliency_scores"]]))]
+        assert abs(2 * best + 1 - (start + end) / 2) <= 2
+    for video, entry in references.items():  # the same events as the E.T. Bench dense-captioning samples
+        sample = etbench_dvc[f"videos/test/{video}.mp4"]
+        assert entry["timestamps"] == sample["tgt"] and entry["sentences"] == sample["g"]
+
+
 def test_multiple_choice_answer_is_true_in_the_video(dataset):
     """The colour of the correct 'rar'/'rvq' option is on screen at the asked second (checked on the decoded frame)."""
     out, _ = dataset
@@ -222,7 +255,9 @@ def test_train_and_test_videos_are_disjoint(dataset):
     train = {
         s["video"] for name in ("stage1.json", "stage2.json", "stage3.json") for s in load(out, name) if "video" in s
     }
-    test = {s["video"] for task in synthetic.TASKS for s in load(out, synthetic.bench_annotation_path(task))}
+    test = {s["video"] for task in synthetic.ETBENCH_TASKS for s in load(out, synthetic.bench_annotation_path(task))}
+    test |= {f"videos/test/{line['vid']}.mp4" for line in qvhighlights_lines(out)}
+    test |= {f"videos/test/{video}.mp4" for video in load(out, DVC_ANNOTATION)}
     assert all(v.startswith("videos/train/") for v in train) and all(v.startswith("videos/test/") for v in test)
     assert train.isdisjoint(test)
     assert len(train) == 4 and len(test) == 2

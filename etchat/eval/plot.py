@@ -74,7 +74,8 @@ def plot_timeline(
     bottom.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_seconds(x)))
     bottom.set_xlabel("time (mm:ss)")
     if title:
-        figure.suptitle("\n".join(textwrap.wrap(title, 140)[:3]), fontsize=10, ha="left", x=0.01)
+        # Titles hold model answers: a "$" there is text, not the start of a formula.
+        figure.suptitle("\n".join(textwrap.wrap(title, 140)[:3]), fontsize=10, ha="left", x=0.01, parse_math=False)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_path, dpi=100)

@@ -141,6 +141,20 @@ def unique_records(files: list[tuple[Path, list[dict]]], key_fn: Callable[[dict]
     return records
 
 
+def final_files(path: str | os.PathLike, stem: str) -> list[Path]:
+    """``path`` itself, or the final prediction files of the folder ``path`` (``<stem>.json``, ``<stem>_<i>.json``)
+    in name order; other files there (a submission, metrics.json) are not read."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob(f"{stem}*.json") if _is_shard_of(stem, p.stem))
+        if not files:
+            raise FileNotFoundError(f"no {stem}.json or {stem}_<i>.json prediction files in {path}")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"file or folder not found: {path}")
+    return [path]
+
+
 def _is_shard_of(stem: str, name: str) -> bool:
     return name == stem or (name.startswith(stem + "_") and name[len(stem) + 1 :].isdigit())
 

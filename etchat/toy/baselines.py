@@ -1,12 +1,15 @@
-"""Reference points for E.T. Bench-style scores: a random-span baseline and a side-by-side summary.
+"""Reference points for the quickstart's scores: a random-span baseline and a side-by-side summary.
 
-    python -m etchat.toy.baselines random_spans <annotations> <out_dir> [--seed 0]
-    python -m etchat.toy.baselines summary name=<pred_dir> [name=<pred_dir> ...]
+    python -m etchat.toy.baselines random_spans <annotations> <out_dir> [--benchmark etbench] [--seed 0]
+    python -m etchat.toy.baselines summary name=<run_dir> [name=<run_dir> ...]
 
-`random_spans` answers every sample by chance in the format its task asks for: a random span (`s - e`) for the
-span tasks, a random second for highlights, a random option letter for multiple choice, random spans with a dummy
-caption for dense captioning. `summary` prints TVG F1 / mIoU and every task's main score from each folder's
-`metrics.json` (written by compute_metrics).
+`random_spans` answers every sample by chance, in the prediction files inference would write for the benchmark
+(``--benchmark``): for E.T. Bench a random span (`s - e`) for the span tasks, a random second for highlights, a
+random option letter for multiple choice, random spans with a dummy caption for dense captioning; for QVHighlights
+one random window and a random score per clip; for dense captioning three random spans with a dummy caption.
+`summary` prints, for each run folder, TVG F1 / mIoU and every E.T. Bench task's main score (from
+``etbench/metrics.json``) and the headline scores of ``qvhighlights/metrics.json`` and ``dvc/metrics.json`` when
+they exist.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import logging
 import random
 from pathlib import Path
 
+from etchat.eval.dvc.infer import load_videos
 from etchat.eval.etbench.infer import load_annotations
 from etchat.eval.etbench.scorers import OPTION_LETTERS
 from etchat.eval.etbench.tasks import TASKS
+from etchat.eval.qvhighlights.infer import load_queries
+from etchat.eval.qvhighlights.metrics import num_clips
 from etchat.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -43,13 +49,34 @@ def random_answer(sample: dict, rng: random.Random) -> str:
     return "{} - {}".format(*_random_span(rng, duration))
 
 
-def random_spans(annotations: str, out_dir: str, seed: int = 0) -> Path:
+def random_qvhighlights_record(sample: dict, rng: random.Random) -> dict:
+    duration = float(sample["duration"])
+    if sample["task"] == "mr":
+        return {**sample, "response": "", "pred_relevant_windows": [[*_random_span(rng, duration), 1.0]]}
+    return {**sample, "response": "", "pred_saliency_scores": [rng.random() for _ in range(num_clips(duration))]}
+
+
+def random_dvc_record(sample: dict, rng: random.Random) -> dict:
+    spans = [_random_span(rng, float(sample["duration"])) for _ in range(3)]
+    proposals = [{"sentence": "an event happens.", "timestamp": list(span)} for span in spans]
+    return {**sample, "response": "", "proposals": proposals}
+
+
+# benchmark: (read its annotations, answer one sample at random, prediction file name)
+RANDOM_ANSWERS = {
+    "etbench": (load_annotations, lambda sample, rng: dict(sample, a=random_answer(sample, rng)), "etbench.json"),
+    "qvhighlights": (load_queries, random_qvhighlights_record, "qvhighlights.json"),
+    "dvc": (load_videos, random_dvc_record, "dvc.json"),
+}
+
+
+def random_spans(annotations: str, out_dir: str, seed: int = 0, benchmark: str = "etbench") -> Path:
+    load, answer, name = RANDOM_ANSWERS[benchmark]
     rng = random.Random(seed)
-    samples = [dict(sample, a=random_answer(sample, rng)) for sample in load_annotations(annotations)]
-    out = Path(out_dir) / "etbench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, samples)
-    logger.info("wrote %d random answers to %s", len(samples), out)
+    records = [answer(sample, rng) for sample in load(annotations)]
+    out = Path(out_dir) / name
+    write_json_atomic(out, records)
+    logger.info("wrote %d random answers to %s", len(records), out)
     return out
 
 
@@ -67,14 +94,47 @@ def main_scores(metrics: dict) -> dict[str, float]:
     return scores
 
 
+# Headline scores of the other benchmarks, as (row name, path in metrics.json, scale to percent).
+QVHIGHLIGHTS_ROWS = (
+    ("qvh MR-full-mAP", ("brief", "MR-full-mAP"), 1),
+    ("qvh MR-full-R1@0.5", ("brief", "MR-full-R1@0.5"), 1),
+    ("qvh HL-min-VeryGood-mAP", ("brief", "HL-min-VeryGood-mAP"), 1),
+    ("qvh HL-min-VeryGood-Hit1", ("brief", "HL-min-VeryGood-Hit1"), 1),
+)
+DVC_ROWS = (
+    ("densecap F1", ("F1",), 100),
+    ("densecap CIDEr", ("CIDEr",), 100),
+    ("densecap METEOR", ("METEOR",), 100),
+    ("densecap SODA_c", ("SODA_c",), 100),
+)
+
+
+def benchmark_scores(run_dir: Path) -> dict[str, float]:
+    """The rows of one run folder: E.T. Bench's (required), QVHighlights' and dense captioning's (when scored)."""
+    metrics_file = run_dir / "etbench" / "metrics.json"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{metrics_file}: run compute_metrics.py on {metrics_file.parent} first")
+    scores = main_scores(json.loads(metrics_file.read_text()))
+    for folder, rows in (("qvhighlights", QVHIGHLIGHTS_ROWS), ("dvc", DVC_ROWS)):
+        path = run_dir / folder / "metrics.json"
+        if path.is_file():
+            metrics = json.loads(path.read_text())
+            for row, keys, scale in rows:
+                value = metrics
+                for key in keys:
+                    value = value[key]
+                scores[row] = float("nan") if value is None else scale * value
+    return scores
+
+
 def summary(named_dirs: list[tuple[str, str]]) -> list[str]:
-    table = {}
-    for name, folder in named_dirs:
-        metrics_file = Path(folder) / "metrics.json"
-        if not metrics_file.is_file():
-            raise FileNotFoundError(f"{metrics_file}: run compute_metrics.py on {folder} first")
-        table[name] = main_scores(json.loads(metrics_file.read_text()))
-    keys = sorted({k for scores in table.values() for k in scores}, key=lambda k: (not k.startswith("tvg"), k))
+    table = {name: benchmark_scores(Path(folder)) for name, folder in named_dirs}
+    etbench = sorted(
+        {k for scores in table.values() for k in scores if not k.startswith(("qvh ", "densecap "))},
+        key=lambda k: (not k.startswith("tvg"), k),
+    )
+    others = [row for row, _, _ in QVHIGHLIGHTS_ROWS + DVC_ROWS if any(row in scores for scores in table.values())]
+    keys = etbench + others
     width = max(len(k) for k in keys) if keys else 10
     lines = [" " * width + "".join(f"{name:>12}" for name in table)]
     for key in keys:
@@ -83,18 +143,21 @@ def summary(named_dirs: list[tuple[str, str]]) -> list[str]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Random-span baseline and score summaries for E.T. Bench files.")
+    parser = argparse.ArgumentParser(description="Random-span baselines and score summaries of quickstart runs.")
     commands = parser.add_subparsers(dest="command", required=True)
     rand = commands.add_parser("random_spans", help="answer every sample at random in its task's format")
-    rand.add_argument("annotations", help="annotation file or folder (annotations/vid)")
+    rand.add_argument("annotations", help="annotation file or folder (annotations/vid for E.T. Bench)")
     rand.add_argument("out_dir")
+    rand.add_argument("--benchmark", choices=tuple(RANDOM_ANSWERS), default="etbench")
     rand.add_argument("--seed", type=int, default=0)
-    summ = commands.add_parser("summary", help="print the main scores of several prediction folders side by side")
-    summ.add_argument("runs", nargs="+", metavar="NAME=DIR")
+    summ = commands.add_parser("summary", help="print the main scores of several run folders side by side")
+    summ.add_argument(
+        "runs", nargs="+", metavar="NAME=DIR", help="a run folder holding etbench/ (and qvhighlights/, dvc/)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "random_spans":
-        random_spans(args.annotations, args.out_dir, args.seed)
+        random_spans(args.annotations, args.out_dir, args.seed, args.benchmark)
         return
     runs = []
     for run in args.runs:

@@ -5,7 +5,6 @@ averaged (docs/design.md §9)."""
 from __future__ import annotations
 
 import random
-import string
 from collections.abc import Callable
 
 import numpy as np
@@ -13,22 +12,16 @@ from tqdm import tqdm
 
 from etchat.eval.etbench.parsing import parse_dense_captions
 from etchat.eval.etbench.scorers import IOU_THRESHOLDS, describe
-from etchat.eval.metrics.captions import CAPTION_METRICS, CaptionScorers, ptb_tokenize, remove_non_ascii
+from etchat.eval.metrics.captions import (
+    CAPTION_METRICS,
+    CaptionScorers,
+    caption_iou,
+    ptb_tokenize,
+    random_caption,
+    remove_non_ascii,
+)
 
 MAX_PROPOSALS = 1000
-
-
-def random_caption(rng: random.Random) -> str:
-    """The official stand-in reference of an unmatched predicted caption: 10-20 random lower-case letters."""
-    length = rng.randint(10, 20)
-    return "".join(rng.choice(string.ascii_lowercase) for _ in range(length))
-
-
-def caption_iou(a: list[float], b: list[float]) -> float:
-    """IoU of the official dense-captioning evaluator (float64, union + 1e-8)."""
-    intersection = max(0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = min(max(a[1], b[1]) - min(a[0], b[0]), b[1] - b[0] + a[1] - a[0])
-    return float(intersection) / (union + 1e-8)
 
 
 def detection_precision_recall(references: dict, predictions: dict, tiou: float) -> tuple[float, float]:

@@ -1,10 +1,12 @@
 """Caption metrics of pycocoevalcap: the PTB tokenizer, BLEU-1..4, METEOR, ROUGE-L and CIDEr (plus sentence
-similarity), as the official E.T. Bench and dense-captioning evaluations compute them. The PTB tokenizer and METEOR
-are Java programs, so Java must be on PATH."""
+similarity), as the official E.T. Bench and dense-captioning evaluations compute them, and the segment overlap and
+stand-in caption those evaluations share. The PTB tokenizer and METEOR are Java programs, so Java must be on PATH."""
 
 from __future__ import annotations
 
+import random
 import shutil
+import string
 import subprocess
 import tempfile
 from pathlib import Path
@@ -55,13 +57,28 @@ def remove_non_ascii(text: str) -> str:
     return "".join(c if ord(c) < 128 else " " for c in text)
 
 
+def caption_iou(a: list[float], b: list[float]) -> float:
+    """IoU of the official dense-captioning evaluators (float64, union + 1e-8, so an IoU of exactly t falls below t;
+    a reversed segment overlaps nothing)."""
+    intersection = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = min(max(a[1], b[1]) - min(a[0], b[0]), b[1] - b[0] + a[1] - a[0])
+    return float(intersection) / (union + 1e-8)
+
+
+def random_caption(rng: random.Random) -> str:
+    """The official stand-in reference of an unmatched predicted caption: 10-20 random lower-case letters."""
+    length = rng.randint(10, 20)
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(length))
+
+
 class CaptionScorers:
-    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and sentence similarity of one video's caption pairs.
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and (given a `SentenceSimilarity`) sentence similarity of one video's
+    caption pairs.
 
     METEOR runs as one Java process for the whole evaluation (it is stateless between calls); call ``close()``.
     """
 
-    def __init__(self, similarity: SentenceSimilarity):
+    def __init__(self, similarity: SentenceSimilarity | None = None):
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
@@ -85,9 +102,15 @@ class CaptionScorers:
         scores["METEOR"], _ = self.meteor.compute_score(refs, hyps)
         scores["ROUGE_L"], _ = self.rouge.compute_score(refs, hyps)
         scores["CIDEr"], _ = self.cider.compute_score(refs, hyps)
-        keys = list(refs)
-        scores["SentSim"] = self.similarity.mean_paired([refs[k][0] for k in keys], [hyps[k][0] for k in keys])
+        if self.similarity is not None:
+            keys = list(refs)
+            scores["SentSim"] = self.similarity.mean_paired([refs[k][0] for k in keys], [hyps[k][0] for k in keys])
         return scores
+
+    def meteor_segments(self, refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> list[float]:
+        """METEOR of each (hypothesis, references) pair on its own."""
+        _, segments = self.meteor.compute_score(refs, hyps)
+        return [float(x) for x in segments]
 
     def close(self) -> None:
         if self._meteor is not None:

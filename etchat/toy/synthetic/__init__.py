@@ -17,6 +17,8 @@ data folder)::
     <out>/stage2.json                        QA conversations (phi3 template), a few text-only samples
     <out>/stage3.json                        ET-Instruct style samples with <vid> tokens and src/tgt seconds
     <out>/annotations/vid/etbench_<task>_synthetic.json   E.T. Bench style test split, one file per task
+    <out>/annotations/qvhighlights/synthetic_test.jsonl   the test split as QVHighlights queries (Moment-DETR format)
+    <out>/annotations/dvc/synthetic_test.json            the test split as dense captions (ActivityNet Captions layout)
     <out>/manifest.json                      config, counts and sizes; written last
 
 Videos are 224x224 at 3 fps and last an integer number of seconds (20-90 by default), so at 1 fps frame index and
@@ -26,5 +28,6 @@ Usage: ``python -m etchat.toy.synthetic --out data/synthetic --seed 0``. Rerunni
 the existing files; ``--overwrite`` forces regeneration.
 
 Modules: `scenes` (what a video shows, drawn from seeded generators), `render` (frames and mp4 files), `wording`
-(questions, answers and captions of each task), `dataset` (the stages, the test split and the manifest).
+(questions, answers and captions of each task), `benchmarks` (the QVHighlights and dense-captioning test files),
+`dataset` (the stages, the test split and the manifest).
 """

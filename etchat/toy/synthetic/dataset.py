@@ -7,7 +7,13 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
-from etchat.io import write_json_atomic
+from etchat.io import write_json_atomic, write_jsonl_atomic
+from etchat.toy.synthetic.benchmarks import (
+    DVC_ANNOTATION,
+    QVHIGHLIGHTS_ANNOTATION,
+    dense_caption_references,
+    qvhighlights_line,
+)
 from etchat.toy.synthetic.render import encode_video_job, image_job, pick_codec, run_jobs
 from etchat.toy.synthetic.scenes import (
     ANNOTATION_DRAWS,
@@ -20,6 +26,7 @@ from etchat.toy.synthetic.scenes import (
     sample_video_spec,
 )
 from etchat.toy.synthetic.wording import (
+    ETBENCH_TASKS,
     TASKS,
     bench_sample,
     image_caption,
@@ -35,7 +42,7 @@ from etchat.toy.synthetic.wording import (
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -140,10 +147,22 @@ def build_stage3(config: SyntheticConfig, train: list[VideoSpec]) -> list[dict]:
 
 
 def build_test_split(config: SyntheticConfig, test: list[VideoSpec]) -> dict[str, list[dict]]:
-    per_task = {task: [] for task in config.tasks}
+    """The E.T.-Bench-style test samples of each E.T. Bench task of ``config``."""
+    per_task = {task: [] for task in etbench_tasks(config)}
     for spec, item in _split_items(config, test, "test"):
-        per_task[item.task].append(bench_sample(spec, item, len(per_task[item.task])))
+        if item.task in per_task:
+            per_task[item.task].append(bench_sample(spec, item, len(per_task[item.task])))
     return per_task
+
+
+def build_qvhighlights_split(config: SyntheticConfig, test: list[VideoSpec]) -> list[dict]:
+    """One QVHighlights query per test video (its own random stream, apart from the E.T. Bench questions')."""
+    return [qvhighlights_line(spec, rng_for(config.seed, "test", i, ANNOTATION_DRAWS + 2), i) for i, spec in
+            enumerate(test)]  # fmt: skip
+
+
+def etbench_tasks(config: SyntheticConfig) -> list[str]:
+    return [task for task in config.tasks if task in ETBENCH_TASKS]
 
 
 def bench_annotation_path(task: str) -> str:
@@ -157,8 +176,8 @@ def _expected_files(config: SyntheticConfig) -> list[str]:
         for i in range(n)
     ]
     names += [f"images/image_{i:05d}.png" for i in range(config.num_images)]
-    names += ["stage1.json", "stage2.json", "stage3.json"] + [bench_annotation_path(t) for t in config.tasks]
-    return names
+    names += ["stage1.json", "stage2.json", "stage3.json"] + [bench_annotation_path(t) for t in etbench_tasks(config)]
+    return names + [QVHIGHLIGHTS_ANNOTATION, DVC_ANNOTATION]
 
 
 def _config_dict(config: SyntheticConfig) -> dict:
@@ -230,6 +249,9 @@ def generate(out_dir: str, config: SyntheticConfig | None = None, workers: int |
         write_json_atomic(os.path.join(out_dir, name), samples)
     for task, samples in test_split.items():
         write_json_atomic(os.path.join(out_dir, bench_annotation_path(task)), samples)
+    qvhighlights = build_qvhighlights_split(config, test)
+    write_jsonl_atomic(os.path.join(out_dir, QVHIGHLIGHTS_ANNOTATION), qvhighlights)
+    write_json_atomic(os.path.join(out_dir, DVC_ANNOTATION), dense_caption_references(test))
 
     stage3_counts = {task: 0 for task in config.tasks}
     for sample in stage_files["stage3.json"]:
@@ -247,6 +269,8 @@ def generate(out_dir: str, config: SyntheticConfig | None = None, workers: int |
             "stage2": len(stage_files["stage2.json"]),
             "stage3": stage3_counts,
             "test": {task: len(samples) for task, samples in test_split.items()},
+            "qvhighlights_queries": len(qvhighlights),
+            "dense_caption_videos": len(test),
         },
         "seconds": {"train": sum(s.duration for s in train), "test": sum(s.duration for s in test)},
         "bytes": {
@@ -258,7 +282,9 @@ def generate(out_dir: str, config: SyntheticConfig | None = None, workers: int |
             "stage1": "stage1.json",
             "stage2": "stage2.json",
             "stage3": "stage3.json",
-            "test": [bench_annotation_path(task) for task in config.tasks],
+            "test": [bench_annotation_path(task) for task in etbench_tasks(config)],
+            "qvhighlights": QVHIGHLIGHTS_ANNOTATION,
+            "dvc": DVC_ANNOTATION,
         },
     }
     write_json_atomic(manifest_path, manifest)

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from etchat.eval.dvc.prompts import ACTIVITYNET_QUESTION
 from etchat.eval.etbench.scorers import OPTION_LETTERS
+from etchat.eval.qvhighlights.prompts import question as qvh_question
 from etchat.toy.synthetic.scenes import (
     CELLS,
     COLOURS,
@@ -171,7 +173,31 @@ def _eca_items(spec: VideoSpec, rng) -> list[TaskItem]:
     return [TaskItem("eca", question, _mc_answer(options, answer, False), src, [], {"o": options, "p": answer})]
 
 
-# The tasks the synthetic data poses, each with its builder of (question, answer, times, ground truth) items.
+# The questions of the QVHighlights and dense-captioning benchmarks (etchat.eval.qvhighlights, etchat.eval.dvc),
+# trained in stage 3 so that the toy model knows them; their test split is written in those benchmarks' formats.
+
+
+def _qvh_mr_items(spec: VideoSpec, rng) -> list[TaskItem]:
+    event = spec.events[int(rng.integers(len(spec.events)))]
+    answer = "The event happens in <vid> - <vid>."
+    truth = {"tgt": [event.start, event.end]}
+    return [TaskItem("qvh_mr", qvh_question("mr", event.caption), answer, [], [event.start, event.end], truth)]
+
+
+def _qvh_hd_items(spec: VideoSpec, rng) -> list[TaskItem]:
+    event = spec.events[int(rng.integers(len(spec.events)))]
+    answer = "The highlight moment happens in <vid>."
+    middle = (event.start + event.end) // 2
+    return [TaskItem("qvh_hd", qvh_question("hd", event.caption), answer, [], [middle], {"tgt": [middle]})]
+
+
+def _densecap_items(spec: VideoSpec, rng) -> list[TaskItem]:
+    (item,) = _dvc_items(spec, rng)
+    return [TaskItem("densecap", ACTIVITYNET_QUESTION, item.answer, [], item.tgt, item.truth)]
+
+
+# The tasks the synthetic data poses, each with its builder of (question, answer, times, ground truth) items. New
+# tasks go last: each video's builders draw from one generator in this order.
 TASK_BUILDERS = {
     "tvg": _tvg_items,
     "vhd": _vhd_items,
@@ -180,10 +206,15 @@ TASK_BUILDERS = {
     "rar": _rar_items,
     "rvq": _rvq_items,
     "eca": _eca_items,
+    "qvh_mr": _qvh_mr_items,
+    "qvh_hd": _qvh_hd_items,
+    "densecap": _densecap_items,
 }
 
 
 TASKS = tuple(TASK_BUILDERS)
+BENCHMARK_TASKS = ("qvh_mr", "qvh_hd", "densecap")  # tested in the QVHighlights / dense-captioning formats
+ETBENCH_TASKS = tuple(task for task in TASKS if task not in BENCHMARK_TASKS)  # tested as E.T. Bench samples
 
 
 def task_items(spec: VideoSpec, rng, tasks) -> list[TaskItem]:

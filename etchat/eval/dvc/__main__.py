@@ -1,0 +1,3 @@
+from etchat.eval.dvc.evaluate import main
+
+main()

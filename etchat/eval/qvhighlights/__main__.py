@@ -1,0 +1,3 @@
+from etchat.eval.qvhighlights.evaluate import main
+
+main()
