@@ -27,6 +27,7 @@ COMMANDS = (
     "etchat.bench train",
     "etchat.bench video",
     "etchat.bench memory",
+    "etchat.bench.official_scoring",
 )
 
 
