@@ -326,6 +326,9 @@ def test_caption_sets_match_pycocoevalcap(caption_scorers, similarity):
         assert 0 < row["METEOR"] < 1
     assert rows[0] == rows[2]
     assert caption_scorers.score(*as_dicts[3]) == rows[3]
+    # Without a sentence model, the same metrics less SentSim (the METEOR process is shared, so not closed here).
+    without_similarity = captions.CaptionScorers(meteor=caption_scorers.meteor)
+    assert without_similarity.score(*as_dicts[3]) == {k: v for k, v in rows[3].items() if k != "SentSim"}
 
 
 def test_meteor_statistics_are_reused(caption_scorers):

@@ -74,7 +74,8 @@ def _set_key(caption_set: CaptionSet) -> tuple:
 
 
 class CaptionScorers:
-    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and sentence similarity of caption sets (e.g. one video's caption pairs).
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and (given a `SentenceSimilarity`) sentence similarity of caption sets, e.g.
+    one video's caption pairs.
 
     ``score_sets`` scores many sets in one go: each distinct set once, each distinct pair's METEOR statistics and each
     distinct sentence's embedding once, METEOR (Java) working while Python computes the other metrics. METEOR runs
@@ -82,7 +83,7 @@ class CaptionScorers:
     ``close()``.
     """
 
-    def __init__(self, similarity: SentenceSimilarity, meteor: Meteor | None = None):
+    def __init__(self, similarity: SentenceSimilarity | None = None, meteor: Meteor | None = None):
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
@@ -91,6 +92,7 @@ class CaptionScorers:
         self.similarity = similarity
         self.bleu, self.rouge, self.cider = Bleu(4), Rouge(), Cider()
         self._meteor = meteor  # closed by close()
+        self.metrics = CAPTION_METRICS if similarity is not None else CAPTION_METRICS[:-1]
 
     def start(self) -> None:
         """Start METEOR's Java process now (it loads for several seconds while other work goes on)."""
@@ -107,24 +109,26 @@ class CaptionScorers:
         scores = {f"Bleu_{n + 1}": bleu[n] for n in range(4)}
         scores["ROUGE_L"], _ = self.rouge.compute_score(refs, hyps)
         scores["CIDEr"], _ = self.cider.compute_score(refs, hyps)
-        keys = list(refs)
-        scores["SentSim"] = self.similarity.mean_paired([refs[k][0] for k in keys], [hyps[k][0] for k in keys])
+        if self.similarity is not None:
+            keys = list(refs)
+            scores["SentSim"] = self.similarity.mean_paired([refs[k][0] for k in keys], [hyps[k][0] for k in keys])
         return scores
 
     def score_sets(self, caption_sets: Sequence[CaptionSet]) -> list[dict[str, float]]:
-        """The metrics of each non-empty set, keyed as `CAPTION_METRICS`."""
+        """The metrics of each non-empty set, keyed as `self.metrics`."""
         distinct = {}
         for caption_set in caption_sets:
             distinct.setdefault(_set_key(caption_set), caption_set)
         meteor_sets = [[(hyp[0], refs) for hyp, refs in key] for key in distinct]
         with ThreadPoolExecutor(max_workers=1) as pool:
             meteor_scores = pool.submit(self.meteor.set_scores, meteor_sets)
-            texts = (text for refs, hyps in distinct.values() for k in refs for text in (refs[k][0], hyps[k][0]))
-            self.similarity.prepare(texts)
+            if self.similarity is not None:
+                texts = (text for refs, hyps in distinct.values() for k in refs for text in (refs[k][0], hyps[k][0]))
+                self.similarity.prepare(texts)
             results = {key: self._scores_without_meteor(*caption_set) for key, caption_set in distinct.items()}
             for scores, (meteor, _) in zip(results.values(), meteor_scores.result()):
                 scores["METEOR"] = meteor
-        return [{metric: results[_set_key(s)][metric] for metric in CAPTION_METRICS} for s in caption_sets]
+        return [{metric: results[_set_key(s)][metric] for metric in self.metrics} for s in caption_sets]
 
     def score(self, refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> dict[str, float]:
         return self.score_sets([(refs, hyps)])[0]
