@@ -211,3 +211,45 @@ def test_published_transform_replays_the_projects_values(shape):
     ours = build_transform("clip_center_224", inference=True)(frames)
     assert published_transform(frames).shape == ours.shape == (shape[0], 3, 224, 224)
     torch.testing.assert_close(published_transform(frames), ours, rtol=0, atol=1e-5)
+
+
+STOP_AT_WRONG_LETTER = """
+def rvq_eval(samples, options):
+    hit = 0
+    for answer, right in samples:
+        if answer in options:
+            if answer == right:
+                hit += 1
+            continue
+        hit += 10  # stands for the similarity fall-back
+    return hit
+
+
+if __name__ == '__main__':
+    pass
+"""
+
+
+def test_official_scoring_patch_lets_a_wrong_letter_fall_through():
+    import ast
+
+    from etchat.bench.official_scoring import patch_multiple_choice, split_main
+
+    samples, options = [("a", "a"), ("b", "a"), ("x", "a")], ("a", "b")
+    results = []
+    for patch in (False, True):
+        tree = ast.parse(STOP_AT_WRONG_LETTER)
+        moved = patch_multiple_choice(tree) if patch else 0
+        body, _ = split_main(tree, "script.py")
+        namespace = {}
+        exec(body, namespace)
+        results.append((moved, namespace["rvq_eval"](samples, options)))
+    # Unpatched: right letter 1, wrong letter final 0, unknown letter 10. Patched: the wrong letter falls back too.
+    assert results == [(0, 11), (1, 21)]
+    # A copy that already falls back is left alone.
+    falls_back = STOP_AT_WRONG_LETTER.replace(
+        "if answer in options:\n            if answer == right:\n                hit += 1\n            continue",
+        "if answer in options and answer == right:\n            hit += 1\n            continue",
+    )
+    assert falls_back != STOP_AT_WRONG_LETTER
+    assert patch_multiple_choice(ast.parse(falls_back)) == 0

@@ -34,6 +34,7 @@ COMMANDS = (
     "etchat.bench video",
     "etchat.bench memory",
     "etchat.download",
+    "etchat.bench.official_scoring",
 )
 
 

@@ -69,15 +69,16 @@ def caption_pairs(proposals: Sequence[Proposal], events: list[tuple[list, list]]
     return pairs
 
 
-def video_caption_scores(pairs, tokens: dict[str, str], scorers: CaptionScorers) -> dict[str, float]:
+def caption_set(pairs, tokens: dict[str, str]):
+    """pycocoevalcap's (references, hypotheses) of one video's tokenized pairs."""
     hyps = {i: [tokens[hyp]] for i, (hyp, _) in enumerate(pairs)}
     refs = {i: [tokens[ref]] for i, (_, ref) in enumerate(pairs)}
-    scores = scorers.score(refs, hyps)
-    return {name: float(scores[name]) for name in CAPTION_SCORES}
+    return refs, hyps
 
 
 def caption_scores(proposals: dict, references: list[dict], videos: list[str], scorers, seed: int = 0) -> dict:
-    """Per threshold, the caption scores averaged over ``videos`` (a video without proposals scores 0)."""
+    """Per threshold, the caption scores averaged over ``videos`` (a video without proposals scores 0). All videos
+    and thresholds are scored in one `CaptionScorers.score_sets` call, so a set that recurs is scored once."""
     rng = random.Random(seed)
     pairs = {
         tiou: {video: caption_pairs(proposals[video], events_of(references, video), tiou, rng) for video in videos
@@ -85,10 +86,14 @@ def caption_scores(proposals: dict, references: list[dict], videos: list[str], s
         for tiou in TIOUS
     }  # fmt: skip
     tokens = tokenizer_for(text for by_video in pairs.values() for ps in by_video.values() for p in ps for text in p)
+    keys = [(tiou, video) for tiou, by_video in pairs.items() for video in by_video]
+    scored = dict(zip(keys, scorers.score_sets([caption_set(pairs[t][v], tokens) for t, v in keys])))
     results = {}
-    for tiou, by_video in pairs.items():
-        rows = [video_caption_scores(by_video[v], tokens, scorers) if v in by_video else None for v in videos]
-        results[tiou] = {name: _mean([0.0 if row is None else row[name] for row in rows]) for name in CAPTION_SCORES}
+    for tiou in pairs:
+        rows = [scored.get((tiou, video)) for video in videos]
+        results[tiou] = {
+            name: _mean([0.0 if row is None else float(row[name]) for row in rows]) for name in CAPTION_SCORES
+        }
     return results
 
 

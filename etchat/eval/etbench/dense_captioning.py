@@ -8,7 +8,6 @@ import random
 from collections.abc import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from etchat.eval.etbench.parsing import parse_dense_captions
 from etchat.eval.etbench.scorers import IOU_THRESHOLDS, describe
@@ -56,14 +55,22 @@ def caption_pairs(references: dict, predictions: dict, tiou: float, rng: random.
     return pairs
 
 
-def caption_scores(tokenized_pairs: list[tuple], scorers: CaptionScorers) -> dict:
-    """Caption metrics at one threshold from PTB-tokenized (video, hypothesis, reference) pairs: scored per video,
-    then averaged over videos."""
-    per_video: dict[str, tuple[dict, dict]] = {}
-    for index, (video, hyp, ref) in enumerate(tokenized_pairs):
-        video_refs, video_hyps = per_video.setdefault(video, ({}, {}))
-        video_refs[index], video_hyps[index] = [ref], [hyp]
-    rows = [scorers.score(video_refs, video_hyps) for video_refs, video_hyps in per_video.values()]
+def caption_scores(tokenized_pairs_per_threshold: list[list[tuple]], scorers: CaptionScorers) -> list[dict]:
+    """Caption metrics at each threshold from PTB-tokenized (video, hypothesis, reference) pairs: scored per video,
+    then averaged over videos. All thresholds' video sets are scored in one call, so that what they share (most
+    matched pairs recur at every threshold) is computed once."""
+    per_threshold = []
+    for pairs in tokenized_pairs_per_threshold:
+        per_video: dict[str, tuple[dict, dict]] = {}
+        for index, (video, hyp, ref) in enumerate(pairs):
+            video_refs, video_hyps = per_video.setdefault(video, ({}, {}))
+            video_refs[index], video_hyps[index] = [ref], [hyp]
+        per_threshold.append(list(per_video.values()))
+    rows = iter(scorers.score_sets([video_set for video_sets in per_threshold for video_set in video_sets]))
+    return [_mean_over_videos([next(rows) for _ in video_sets]) for video_sets in per_threshold]
+
+
+def _mean_over_videos(rows: list[dict]) -> dict:
     # BLEU is averaged as one (videos x 4) array like the official script: numpy sums that axis in another order
     # than a 1-D mean would, which can change the last bits.
     bleu = np.mean([[row[f"Bleu_{n}"] for n in range(1, 5)] for row in rows], axis=0)
@@ -79,9 +86,7 @@ def tokenize_pairs(pairs_per_threshold: list[list[tuple]]) -> list[list[tuple]]:
     return [[(video, next(tokens), next(tokens)) for video, _, _ in pairs] for pairs in pairs_per_threshold]
 
 
-def score_dense_captioning(
-    samples: list[dict], scorers: Callable[[], CaptionScorers], rng: random.Random, *, show_progress: bool = False
-) -> dict:
+def score_dense_captioning(samples: list[dict], scorers: Callable[[], CaptionScorers], rng: random.Random) -> dict:
     """DVC, SLC: detection F1 (IoU > t, scaled by the parsed share) and caption metrics, averaged over thresholds.
 
     `scorers` returns the (shared) caption scorers; it is called only when some answer parses. `rng` draws the
@@ -103,8 +108,8 @@ def score_dense_captioning(
     per_threshold = {key: [0] * len(IOU_THRESHOLDS) for key in ("Recall", "Precision", *CAPTION_METRICS)}
     if references:
         pairs = tokenize_pairs([caption_pairs(references, predictions, tiou, rng) for tiou in IOU_THRESHOLDS])
-        for i, tiou_pairs in enumerate(tqdm(pairs, desc="captions", leave=False, disable=not show_progress)):
-            for metric, value in caption_scores(tiou_pairs, scorers()).items():
+        for i, scores in enumerate(caption_scores(pairs, scorers())):
+            for metric, value in scores.items():
                 per_threshold[metric][i] = value
         for i, tiou in enumerate(IOU_THRESHOLDS):
             precision, recall = detection_precision_recall(references, predictions, tiou)

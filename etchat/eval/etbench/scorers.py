@@ -147,18 +147,26 @@ def _option_letters(sample: dict) -> str:
     return "abcde"[:count]
 
 
-def _most_similar_option(sample: dict, text: str, similarity: SentenceSimilarity) -> int:
-    """Index of the option whose ``"(L) text"`` is most similar to `text` (first one on ties)."""
+def _option_texts(sample: dict) -> list[str]:
+    """The options as the official similarity rule sees them: ``"(L) text"``, a time option as ``"a - b"``."""
     if len(sample["o"]) > len(OPTION_LETTERS):
         raise ValueError(f"{describe(sample)}: more than {len(OPTION_LETTERS)} options")
-    best, best_score = 0, float("-inf")
-    for i, option in enumerate(sample["o"]):
+    texts = []
+    for letter, option in zip(OPTION_LETTERS, sample["o"]):
         if isinstance(option, (list, tuple)):
             option = f"{option[0]} - {option[1]}"
-        score = similarity.pair(text, f"({OPTION_LETTERS[i]}) {option}")
-        if score > best_score:
-            best, best_score = i, score
-    return best
+        texts.append(f"({letter}) {option}")
+    return texts
+
+
+def _most_similar_options(questions: list[tuple[dict, str]], similarity: SentenceSimilarity) -> list[int]:
+    """For each (sample, answer text), the index of the option most similar to the text (first one on ties).
+
+    All texts are embedded together first: one large batch instead of two single-text calls per option.
+    """
+    options = [_option_texts(sample) for sample, _ in questions]
+    similarity.prepare(text for (_, answer), texts in zip(questions, options) for text in (answer, *texts))
+    return [similarity.most_similar(answer, texts) for (_, answer), texts in zip(questions, options)]
 
 
 def score_multiple_choice(samples: list[dict], similarity: SentenceSimilarity) -> dict:
@@ -167,49 +175,53 @@ def score_multiple_choice(samples: list[dict], similarity: SentenceSimilarity) -
     A wrong letter does not end the search; "Failed" counts answers where no letter was recognised.
     """
     letters = _option_letters(samples[0])  # the official script reads the option count of the first sample only
-    hits, failed = 0, 0
+    hits, failed, undecided = 0, 0, []
     for sample in samples:
-        answer = sample["a"]
-        letter_seen = False
-        match = BRACKETED_LETTER.search(answer)
-        if match:
-            letter_seen = True
-            if match.group(1).lower() in letters and letters.index(match.group(1).lower()) == sample["p"]:
-                hits += 1
-                continue
-        text = strip_option_prefix(answer.lower())
+        match = BRACKETED_LETTER.search(sample["a"])
+        if match and match.group(1).lower() in letters and letters.index(match.group(1).lower()) == sample["p"]:
+            hits += 1
+            continue
+        text = strip_option_prefix(sample["a"].lower())
         if not text:
             failed += 1
             continue
         letter = leading_letter(text)
-        if letter is not None:
-            letter_seen = True
-            if letter in letters and letters.index(letter) == sample["p"]:
-                hits += 1
-                continue
-        choice = _most_similar_option(sample, text, similarity)
-        failed += not letter_seen
-        hits += choice == sample["p"]
+        if letter is not None and letter in letters and letters.index(letter) == sample["p"]:
+            hits += 1
+            continue
+        failed += not (match or letter is not None)
+        undecided.append((sample, text))
+    choices = _most_similar_options(undecided, similarity)
+    hits += sum(choice == sample["p"] for (sample, _), choice in zip(undecided, choices))
     return {"Total": len(samples), "Failed": failed, "Acc": round(hits / len(samples), 5)}
 
 
-def _grounded_answer_is_right(sample: dict, similarity: SentenceSimilarity) -> bool | None:
-    """GVQ answer check: a leading letter is final; otherwise the most similar option. None when empty."""
-    text = strip_option_prefix(sample["a"])
-    if not text:
-        return None
-    letters = _option_letters(sample)
-    letter = leading_letter(text)
-    if letter is not None and letter in letters:
-        return letters.index(letter) == sample["p"]
-    return _most_similar_option(sample, text, similarity) == sample["p"]
+def _grounded_answers_right(samples: list[dict], similarity: SentenceSimilarity) -> list[bool | None]:
+    """GVQ answer check of each sample: a leading letter is final; otherwise the most similar option. None when the
+    answer is empty."""
+    verdicts: list[bool | None] = []
+    undecided = []
+    for position, sample in enumerate(samples):
+        text = strip_option_prefix(sample["a"])
+        if not text:
+            verdicts.append(None)
+            continue
+        letters, letter = _option_letters(sample), leading_letter(text)
+        if letter is not None and letter in letters:
+            verdicts.append(letters.index(letter) == sample["p"])
+        else:
+            verdicts.append(False)  # decided below, by similarity
+            undecided.append((position, text))
+    choices = _most_similar_options([(samples[position], text) for position, text in undecided], similarity)
+    for (position, _), choice in zip(undecided, choices):
+        verdicts[position] = choice == samples[position]["p"]
+    return verdicts
 
 
 def score_grounded_qa(samples: list[dict], similarity: SentenceSimilarity) -> dict:
     """GVQ: for correctly answered samples only, the first parsed span vs ``tgt``; recall over all samples."""
     ious, failed, correct = [], 0, 0
-    for sample in samples:
-        verdict = _grounded_answer_is_right(sample, similarity)
+    for sample, verdict in zip(samples, _grounded_answers_right(samples, similarity)):
         if verdict is None:
             failed += 1
         if not verdict:

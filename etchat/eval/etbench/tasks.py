@@ -22,13 +22,14 @@ from etchat.eval.etbench.scorers import (
     score_multiple_choice,
     score_summarization,
 )
-from etchat.eval.metrics.captions import CAPTION_METRICS, CaptionScorers
+from etchat.eval.metrics.captions import CAPTION_METRICS, CaptionScorers, require_java
+from etchat.eval.metrics.meteor import Meteor
 from etchat.eval.metrics.similarity import SentenceSimilarity
 
 
 class ScoringTools:
     """What the scorers of one evaluation share: the sentence model and the caption scorers (each made on first use
-    unless given), the generator of the random stand-in captions, and whether to show progress bars."""
+    unless given) and the generator of the random stand-in captions."""
 
     def __init__(
         self,
@@ -36,11 +37,9 @@ class ScoringTools:
         device: str = "cpu",
         similarity: SentenceSimilarity | None = None,
         captions: CaptionScorers | None = None,
-        show_progress: bool = False,
     ):
         self.rng = random.Random(seed)
         self.device = device
-        self.show_progress = show_progress
         self._similarity, self._captions = similarity, captions
         self._own_captions = False
 
@@ -53,9 +52,18 @@ class ScoringTools:
     @property
     def captions(self) -> CaptionScorers:
         if self._captions is None:
-            self._captions = CaptionScorers(self.similarity)
+            meteor = Meteor(require_java())  # first, so that its Java process loads while the sentence model does
+            try:
+                self._captions = CaptionScorers(self.similarity, meteor)
+            except BaseException:
+                meteor.close()
+                raise
             self._own_captions = True
         return self._captions
+
+    def start_captions(self) -> None:
+        """Start METEOR's Java process now, so that it loads while the groups before the caption tasks are scored."""
+        self.captions.start()
 
     def close(self) -> None:
         """Stop what this object started (the METEOR process); given scorers stay open for their owner."""
@@ -109,7 +117,7 @@ def _grounded_qa(samples, tools):
 
 
 def _dense_captioning(samples, tools):
-    return score_dense_captioning(samples, lambda: tools.captions, tools.rng, show_progress=tools.show_progress)
+    return score_dense_captioning(samples, lambda: tools.captions, tools.rng)
 
 
 def _without_tools(scorer: Callable[[list[dict]], dict]) -> Scorer:

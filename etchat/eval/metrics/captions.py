@@ -9,13 +9,20 @@ import shutil
 import string
 import subprocess
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from etchat.eval.metrics.meteor import Meteor
 from etchat.eval.metrics.similarity import SentenceSimilarity
 
 # The keys of `CaptionScorers.score`, in the order the reports list them.
 CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SentSim")
 JAVA_HINT = "install a Java runtime, e.g. `apt-get install -y default-jre-headless`"
+
+# One caption set: pycocoevalcap's (references, hypotheses), ``refs[k]`` a list of references and ``hyps[k]`` a list
+# holding the one hypothesis of item k.
+CaptionSet = tuple[dict, dict]
 
 
 def require_java() -> str:
@@ -31,26 +38,32 @@ def require_java() -> str:
 def ptb_tokenize(texts: list[str]) -> list[str]:
     """pycocoevalcap's PTB tokenization (lower-cased, punctuation tokens removed), one output per input text.
 
-    Same Java command and punctuation list as ``pycocoevalcap.tokenizer.ptbtokenizer``, but the temporary file goes
-    to the system temp folder (not into site-packages) and the tokenizer's progress line is silenced.
+    Same Java command and punctuation list as ``pycocoevalcap.tokenizer.ptbtokenizer``, but each distinct text is
+    tokenized once (lines are tokenized independently), the temporary file goes to the system temp folder (not into
+    site-packages) and the tokenizer's progress line is silenced.
     """
     from pycocoevalcap.tokenizer import ptbtokenizer
 
-    if not texts:
+    distinct = list(dict.fromkeys(t.replace("\n", " ") for t in texts))
+    if not distinct:
         return []
     jar_dir = Path(ptbtokenizer.__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         text_file = Path(tmp) / "captions.txt"
-        text_file.write_bytes("\n".join(t.replace("\n", " ") for t in texts).encode())
+        text_file.write_bytes("\n".join(distinct).encode())
         command = [require_java(), "-cp", ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR]
         command += ["edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", str(text_file)]
         result = subprocess.run(command, cwd=jar_dir, capture_output=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"the PTB tokenizer failed: {result.stderr.decode(errors='replace').strip()}")
     lines = result.stdout.decode().split("\n")
-    lines += [""] * (len(texts) - len(lines))  # the official script raises KeyError on a missing trailing line
+    lines += [""] * (len(distinct) - len(lines))  # the official script raises KeyError on a missing trailing line
     punctuation = set(ptbtokenizer.PUNCTUATIONS)
-    return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation) for line in lines[: len(texts)]]
+    tokenized = {
+        text: " ".join(w for w in line.rstrip().split(" ") if w not in punctuation)
+        for text, line in zip(distinct, lines)
+    }
+    return [tokenized[t.replace("\n", " ")] for t in texts]
 
 
 def remove_non_ascii(text: str) -> str:
@@ -71,35 +84,45 @@ def random_caption(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(length))
 
 
-class CaptionScorers:
-    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and (given a `SentenceSimilarity`) sentence similarity of one video's
-    caption pairs.
+def _set_key(caption_set: CaptionSet) -> tuple:
+    refs, hyps = caption_set
+    return tuple((tuple(hyps[k]), tuple(refs[k])) for k in refs)
 
-    METEOR runs as one Java process for the whole evaluation (it is stateless between calls); call ``close()``.
+
+class CaptionScorers:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr and (given a `SentenceSimilarity`) sentence similarity of caption sets, e.g.
+    one video's caption pairs.
+
+    ``score_sets`` scores many sets in one go: each distinct set once, each distinct pair's METEOR statistics and each
+    distinct sentence's embedding once, METEOR (Java) working while Python computes the other metrics. METEOR runs
+    as one Java process for the whole evaluation (given, or started by ``start()`` or on first use); call
+    ``close()``.
     """
 
-    def __init__(self, similarity: SentenceSimilarity | None = None):
+    def __init__(self, similarity: SentenceSimilarity | None = None, meteor: Meteor | None = None):
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
 
-        require_java()
+        self.java = require_java()
         self.similarity = similarity
         self.bleu, self.rouge, self.cider = Bleu(4), Rouge(), Cider()
-        self._meteor = None
+        self._meteor = meteor  # closed by close()
+        self.metrics = CAPTION_METRICS if similarity is not None else CAPTION_METRICS[:-1]
+
+    def start(self) -> None:
+        """Start METEOR's Java process now (it loads for several seconds while other work goes on)."""
+        if self._meteor is None:
+            self._meteor = Meteor(self.java)
 
     @property
-    def meteor(self):
-        if self._meteor is None:
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            self._meteor = Meteor()
+    def meteor(self) -> Meteor:
+        self.start()
         return self._meteor
 
-    def score(self, refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> dict[str, float]:
+    def _scores_without_meteor(self, refs: dict, hyps: dict) -> dict[str, float]:
         bleu, _ = self.bleu.compute_score(refs, hyps, verbose=0)
         scores = {f"Bleu_{n + 1}": bleu[n] for n in range(4)}
-        scores["METEOR"], _ = self.meteor.compute_score(refs, hyps)
         scores["ROUGE_L"], _ = self.rouge.compute_score(refs, hyps)
         scores["CIDEr"], _ = self.cider.compute_score(refs, hyps)
         if self.similarity is not None:
@@ -107,15 +130,31 @@ class CaptionScorers:
             scores["SentSim"] = self.similarity.mean_paired([refs[k][0] for k in keys], [hyps[k][0] for k in keys])
         return scores
 
+    def score_sets(self, caption_sets: Sequence[CaptionSet]) -> list[dict[str, float]]:
+        """The metrics of each non-empty set, keyed as `self.metrics`."""
+        distinct = {}
+        for caption_set in caption_sets:
+            distinct.setdefault(_set_key(caption_set), caption_set)
+        meteor_sets = [[(hyp[0], refs) for hyp, refs in key] for key in distinct]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            meteor_scores = pool.submit(self.meteor.set_scores, meteor_sets)
+            if self.similarity is not None:
+                texts = (text for refs, hyps in distinct.values() for k in refs for text in (refs[k][0], hyps[k][0]))
+                self.similarity.prepare(texts)
+            results = {key: self._scores_without_meteor(*caption_set) for key, caption_set in distinct.items()}
+            for scores, (meteor, _) in zip(results.values(), meteor_scores.result()):
+                scores["METEOR"] = meteor
+        return [{metric: results[_set_key(s)][metric] for metric in self.metrics} for s in caption_sets]
+
+    def score(self, refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> dict[str, float]:
+        return self.score_sets([(refs, hyps)])[0]
+
     def meteor_segments(self, refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> list[float]:
         """METEOR of each (hypothesis, references) pair on its own."""
         _, segments = self.meteor.compute_score(refs, hyps)
-        return [float(x) for x in segments]
+        return segments
 
     def close(self) -> None:
         if self._meteor is not None:
-            process = self._meteor.meteor_p
-            process.stdin.close()
-            process.kill()
-            process.wait()
+            self._meteor.close()
             self._meteor = None
