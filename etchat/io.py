@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,21 +51,27 @@ def replace_atomic(tmp: Path, path: Path) -> None:
 
 
 @contextmanager
-def _atomic_text_file(path: str | os.PathLike):
-    """A text file opened for writing that appears at ``path`` whole (temporary file, fsync, rename, the usual file
-    mode), or not at all."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` to write to: when the block ends without an error it is renamed over
+    ``path`` with the usual file mode, otherwise deleted, so ``path`` is whole or untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
-        with open(tmp, "w") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         replace_atomic(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _atomic_text_file(path: str | os.PathLike):
+    """A text file opened for writing that appears at ``path`` whole (fsynced before the rename), or not at all."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -> None:
@@ -93,6 +100,11 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
         logger.warning("removing %s, left by an interrupted write", path)
         path.unlink(missing_ok=True)
     return stale
+
+
+def is_finite_number(value) -> bool:
+    """Whether a value read from JSON is a finite number (not a bool, NaN or an infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def without_non_finite(value):

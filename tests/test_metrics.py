@@ -235,8 +235,8 @@ def test_score_grounded_qa(similarity):
 
 
 def test_caption_iou():
-    assert dense_captioning.caption_iou([0, 10], [5, 15]) == pytest.approx(5 / 15)
-    assert dense_captioning.caption_iou([0, 10], [20, 30]) == 0
+    assert captions.caption_iou([0, 10], [5, 15]) == pytest.approx(5 / 15)
+    assert captions.caption_iou([0, 10], [20, 30]) == 0
 
 
 def test_ptb_tokenize_matches_pycocoevalcap():
@@ -281,9 +281,9 @@ def test_score_dense_captioning_caption_metrics(caption_scorers):
 
 
 def test_random_filler_is_seeded(caption_scorers):
-    caption = dense_captioning.random_caption(random.Random(1))
+    caption = captions.random_caption(random.Random(1))
     assert 10 <= len(caption) <= 20 and set(caption) <= set(string.ascii_lowercase)
-    assert dense_captioning.random_caption(random.Random(1)) == caption
+    assert captions.random_caption(random.Random(1)) == caption
     sample = _sample("dvc", "0 - 10 seconds, a dog barks loudly.", video="v", tgt=[[50, 60]], g=["a cat"])
     first = dense_captioning.score_dense_captioning([sample], lambda: caption_scorers, random.Random(5))
     again = dense_captioning.score_dense_captioning([sample], lambda: caption_scorers, random.Random(5))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 
 import numpy as np
 
 from etchat.bench.measure import current_rss_mib, peak_rss_mib, reset_peak_rss
 from etchat.bench.report import format_table
+from etchat.bench.workload import encode_h264
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
 
@@ -49,23 +49,15 @@ def clip_path(video_dir: str, source: str, seconds: int, fps: float) -> str:
 
 def write_clip(path: str, size: tuple[int, int], seconds: int, fps: float) -> None:
     """Slowly moving colour gradients (few bits per frame, like the screen recordings people chat about)."""
-    import av
-
     height, width = size
     rows, cols = np.mgrid[0:height, 0:width]
-    tmp = path + ".part.mp4"
-    with av.open(tmp, "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "30"}
+
+    def frames():
         for i in range(int(round(seconds * fps))):
             channels = [(cols * 256 // width + i) % 256, (rows * 256 // height + 2 * i) % 256, (i * 3) % 256]
-            pixels = np.stack(np.broadcast_arrays(*channels), -1).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+            yield np.stack(np.broadcast_arrays(*channels), -1).astype(np.uint8)
+
+    encode_h264(path, frames(), fps, size, preset="ultrafast", crf=30)
 
 
 def run_config(config: dict) -> dict:

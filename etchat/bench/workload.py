@@ -73,27 +73,38 @@ def _round_even(x: float) -> int:
     return int(round(x / 2)) * 2
 
 
-def write_video(path: str, seconds: int, fps: float, short_side: int, seed: int = 0) -> None:
-    """A 4:3 H.264 video of moving colour gradients with noise: unlike flat colours it costs a real decode."""
+def encode_h264(path: str, frames, fps: float, size: tuple[int, int], preset: str, crf: int) -> None:
+    """Encode ``frames`` (uint8 RGB arrays of ``size`` = (height, width)) as an H.264 mp4, written under a temporary
+    name and renamed, so that a run killed mid-write leaves no truncated video in the cache."""
     import av
 
-    height, width = short_side, _round_even(short_side * 4 / 3)
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:height, 0:width]
     tmp = path + ".part.mp4"
     with av.open(tmp, "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "28"}
-        for i in range(int(round(seconds * fps))):
-            channels = [(cols * 2 + i * 5) % 256, (rows * 2 + i * 7) % 256, (rows + cols + i * 11) % 256]
-            noise = rng.integers(-12, 13, (height, width, 3))
-            pixels = np.clip(np.stack(channels, -1) + noise, 0, 255).astype(np.uint8)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": preset, "crf": str(crf)}
+        for pixels in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)  # a run killed mid-write leaves no truncated video in the cache
+    os.replace(tmp, path)
+
+
+def write_video(path: str, seconds: int, fps: float, short_side: int, seed: int = 0) -> None:
+    """A 4:3 H.264 video of moving colour gradients with noise: unlike flat colours it costs a real decode."""
+    height, width = short_side, _round_even(short_side * 4 / 3)
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+
+    def frames():
+        for i in range(int(round(seconds * fps))):
+            channels = [(cols * 2 + i * 5) % 256, (rows * 2 + i * 7) % 256, (rows + cols + i * 11) % 256]
+            noise = rng.integers(-12, 13, (height, width, 3))
+            yield np.clip(np.stack(channels, -1) + noise, 0, 255).astype(np.uint8)
+
+    encode_h264(path, frames(), fps, (height, width), preset="veryfast", crf=28)
 
 
 def ensure_videos(shapes: list[SampleShape], video_dir: str, fps: float, short_side: int) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -45,7 +44,7 @@ from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
 from etchat.eval.results import ResultStore, shard
-from etchat.io import remove_stale_temp_files, without_non_finite
+from etchat.io import is_finite_number, remove_stale_temp_files, without_non_finite
 from etchat.model.generation import (
     GenerationRequest,
     GenerationSettings,
@@ -227,7 +226,7 @@ def time_problem(sample: dict, fields: tuple[str, ...], duration: float) -> str 
         if sample.get(name) is None:
             continue
         for time in _numbers(sample[name]):
-            if isinstance(time, bool) or not isinstance(time, (int, float)) or not math.isfinite(time):
+            if not is_finite_number(time):
                 return f"'{name}' holds {time!r}, not a finite time in seconds"
             if not 0 <= time <= duration + TIME_SLACK:
                 return f"'{name}' holds {time} s, outside the video (0-{duration} s)"

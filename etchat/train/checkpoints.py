@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from etchat.io import file_problem, replace_atomic, temp_path_for
+from etchat.io import atomic_path, file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +60,5 @@ def find_last_checkpoint(output_dir: str) -> str | None:
 
 def save_safetensors_atomic(state_dict: dict, path: str | os.PathLike) -> None:
     """`safetensors.torch.save_file` through a temporary file and a rename: the file is whole or absent."""
-    path = Path(path)
-    tmp = temp_path_for(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state_dict, str(tmp), metadata={"format": "pt"})
-        replace_atomic(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

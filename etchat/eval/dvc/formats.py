@@ -15,10 +15,11 @@ error naming the video; a submission's problems are counted (`SubmissionReport`)
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from etchat.io import is_finite_number
 
 STEM = "dvc"  # inference writes <stem>.json / <stem>_<i>.json
 YOUCOOK2_SPLIT = "validation"
@@ -34,10 +35,6 @@ class Proposal:
     @property
     def segment(self) -> tuple[float, float]:
         return (self.start, self.end)
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_json(path: str | os.PathLike):
@@ -79,7 +76,7 @@ def check_references(references: dict, source: str) -> dict:
         if len(stamps) != len(sentences) or not all(isinstance(s, str) for s in sentences):
             raise ValueError(f"{where}: {len(stamps)} timestamps but {len(sentences)} sentences")
         for stamp in stamps:
-            if not isinstance(stamp, list) or len(stamp) != 2 or not all(map(_number, stamp)):
+            if not isinstance(stamp, list) or len(stamp) != 2 or not all(map(is_finite_number, stamp)):
                 raise ValueError(f"{where}: bad event timestamp {stamp!r} (expected [start, end])")
     return references
 
@@ -128,12 +125,13 @@ class SubmissionReport:
 def _proposal(entry, duration, report: SubmissionReport) -> Proposal | None:
     stamp = entry.get("timestamp") if isinstance(entry, dict) else None
     sentence = entry.get("sentence") if isinstance(entry, dict) else None
-    if not isinstance(sentence, str) or not isinstance(stamp, list) or len(stamp) != 2 or not all(map(_number, stamp)):
+    stamp_ok = isinstance(stamp, list) and len(stamp) == 2 and all(map(is_finite_number, stamp))
+    if not isinstance(sentence, str) or not stamp_ok:
         report.malformed_proposals += 1
         return None
     start, end = float(stamp[0]), float(stamp[1])
     report.reversed_proposals += end < start
-    report.proposals_outside_video += _number(duration) and (start < 0 or end > duration)
+    report.proposals_outside_video += is_finite_number(duration) and (start < 0 or end > duration)
     return Proposal(start, end, sentence)
 
 

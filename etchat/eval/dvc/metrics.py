@@ -30,7 +30,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from etchat.eval.dvc.formats import Proposal
-from etchat.eval.metrics.captions import CaptionScorers, caption_iou, ptb_tokenize, random_caption, remove_non_ascii
+from etchat.eval.metrics.captions import (
+    CaptionScorers,
+    caption_iou,
+    count_covered,
+    match_captions,
+    ptb_tokenize,
+    remove_non_ascii,
+)
 
 TIOUS = (0.3, 0.5, 0.7, 0.9)
 MAX_PROPOSALS = 1000
@@ -55,18 +62,9 @@ def events_of(references: list[dict], video: str) -> list[tuple[list, list]]:
 
 
 def caption_pairs(proposals: Sequence[Proposal], events: list[tuple[list, list]], tiou: float, rng: random.Random):
-    """(proposal sentence, reference sentence) for each event a proposal overlaps at IoU >= tiou, or (sentence,
-    random string) when it overlaps none; the random strings are drawn in proposal order."""
-    pairs = []
-    for proposal in proposals:
-        matched = [
-            (proposal.sentence, sentence)
-            for stamps, sentences in events
-            for stamp, sentence in zip(stamps, sentences)
-            if caption_iou(proposal.segment, stamp) >= tiou
-        ]
-        pairs += matched or [(proposal.sentence, random_caption(rng))]
-    return pairs
+    """`match_captions` of one video's proposals against the events of all its reference files, in file order."""
+    flat_events = [(stamp, sentence) for stamps, sentences in events for stamp, sentence in zip(stamps, sentences)]
+    return match_captions([(p.segment, p.sentence) for p in proposals], flat_events, tiou, rng)
 
 
 def caption_set(pairs, tokens: dict[str, str]):
@@ -109,16 +107,12 @@ def _mean(values: Sequence[float]) -> float:
 def video_precision_recall(proposals: Sequence[Proposal], events: list[tuple[list, list]], tiou: float):
     """(best precision, best recall) of one video over its reference files, at IoU > tiou."""
     best_precision = best_recall = 0.0
+    segments = [proposal.segment for proposal in proposals]
     for stamps, _ in events:
-        covered_events, covered_proposals = set(), set()
-        for i, proposal in enumerate(proposals):
-            for j, stamp in enumerate(stamps):
-                if caption_iou(proposal.segment, stamp) > tiou:
-                    covered_events.add(j)
-                    covered_proposals.add(i)
-        best_recall = max(best_recall, len(covered_events) / len(stamps))
+        covered_proposals, covered_events = count_covered(segments, stamps, tiou)
+        best_recall = max(best_recall, covered_events / len(stamps))
         if proposals:
-            best_precision = max(best_precision, len(covered_proposals) / len(proposals))
+            best_precision = max(best_precision, covered_proposals / len(proposals))
     return best_precision, best_recall
 
 

@@ -14,9 +14,9 @@ from etchat.eval.etbench.scorers import IOU_THRESHOLDS, describe
 from etchat.eval.metrics.captions import (
     CAPTION_METRICS,
     CaptionScorers,
-    caption_iou,
+    count_covered,
+    match_captions,
     ptb_tokenize,
-    random_caption,
     remove_non_ascii,
 )
 
@@ -27,31 +27,20 @@ def detection_precision_recall(references: dict, predictions: dict, tiou: float)
     """Mean over videos of the share of predictions / references covered at IoU > tiou (strict)."""
     precisions, recalls = [], []
     for video, (ref_spans, _) in references.items():
-        covered_refs, covered_preds = set(), set()
         preds = predictions[video]
-        for i, (span, _) in enumerate(preds):
-            for j, ref_span in enumerate(ref_spans):
-                if caption_iou(span, ref_span) > tiou:
-                    covered_refs.add(j)
-                    covered_preds.add(i)
-        precisions.append(len(covered_preds) / len(preds))
-        recalls.append(len(covered_refs) / len(ref_spans))
+        covered_preds, covered_refs = count_covered([span for span, _ in preds], ref_spans, tiou)
+        precisions.append(covered_preds / len(preds))
+        recalls.append(covered_refs / len(ref_spans))
     return sum(precisions) / len(precisions), sum(recalls) / len(recalls)
 
 
 def caption_pairs(references: dict, predictions: dict, tiou: float, rng: random.Random) -> list[tuple]:
-    """(video, predicted caption, reference caption) for each prediction and each reference it overlaps at IoU >=
-    tiou; an unmatched prediction is paired with a random string (drawn from `rng` in the official order)."""
+    """(video, predicted caption, reference caption) of each video's `match_captions`, non-ASCII characters removed."""
     pairs = []
     for video, (ref_spans, ref_captions) in references.items():
-        for span, caption in predictions[video]:
-            matched = False
-            for ref_span, ref_caption in zip(ref_spans, ref_captions):
-                if caption_iou(span, ref_span) >= tiou:
-                    pairs.append((video, remove_non_ascii(caption), remove_non_ascii(ref_caption)))
-                    matched = True
-            if not matched:
-                pairs.append((video, remove_non_ascii(caption), random_caption(rng)))
+        proposals = [(span, remove_non_ascii(caption)) for span, caption in predictions[video]]
+        events = [(span, remove_non_ascii(caption)) for span, caption in zip(ref_spans, ref_captions)]
+        pairs += [(video, hyp, ref) for hyp, ref in match_captions(proposals, events, tiou, rng)]
     return pairs
 
 

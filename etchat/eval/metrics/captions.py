@@ -84,6 +84,29 @@ def random_caption(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(length))
 
 
+def match_captions(proposals, events, tiou: float, rng: random.Random) -> list[tuple[str, str]]:
+    """(proposal sentence, event sentence) for every event a proposal overlaps at IoU >= tiou, or (sentence, random
+    caption) for a proposal that overlaps none; ``proposals`` and ``events`` are (segment, sentence) pairs, and the
+    random captions are drawn in proposal order, as both official dense-captioning evaluations draw them."""
+    pairs = []
+    for segment, sentence in proposals:
+        matched = [(sentence, event) for event_segment, event in events if caption_iou(segment, event_segment) >= tiou]
+        pairs += matched or [(sentence, random_caption(rng))]
+    return pairs
+
+
+def count_covered(segments, event_segments, tiou: float) -> tuple[int, int]:
+    """(segments overlapping some event, events overlapped by some segment) at IoU > tiou (strict), the counts behind
+    the official dense-captioning precision and recall."""
+    covered_segments, covered_events = set(), set()
+    for i, segment in enumerate(segments):
+        for j, event_segment in enumerate(event_segments):
+            if caption_iou(segment, event_segment) > tiou:
+                covered_segments.add(i)
+                covered_events.add(j)
+    return len(covered_segments), len(covered_events)
+
+
 def _set_key(caption_set: CaptionSet) -> tuple:
     refs, hyps = caption_set
     return tuple((tuple(hyps[k]), tuple(refs[k])) for k in refs)

@@ -14,7 +14,6 @@ saliency lists that are missing or of the wrong length (`SubmissionReport`).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
@@ -22,16 +21,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from etchat.eval.qvhighlights.metrics import MAX_WINDOWS, NUM_ANNOTATORS, Answer, Query, num_clips
-from etchat.io import read_records
+from etchat.io import is_finite_number, read_records
 
 STEM = "qvhighlights"  # inference writes <stem>.json / <stem>_<i>.json
 WINDOWS_KEY = "pred_relevant_windows"
 SALIENCY_KEY = "pred_saliency_scores"
 TRUTH_FIELDS = ("qid", "query", "vid", "duration", "relevant_windows", "relevant_clip_ids", "saliency_scores")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _qid(entry: dict, where: str) -> Hashable:
@@ -51,13 +46,14 @@ def parse_query(entry: dict, where: str) -> Query:
     qid = _qid(entry, where)
     where = f"{where} (qid {qid!r})"
     duration = entry.get("duration")
-    if not _number(duration) or duration <= 0:
+    if not is_finite_number(duration) or duration <= 0:
         raise ValueError(f"{where}: 'duration' must be a positive number of seconds, got {duration!r}")
     windows = entry.get("relevant_windows")
     if not isinstance(windows, list) or not windows:
         raise ValueError(f"{where}: 'relevant_windows' must be a non-empty list of [start, end]")
     for window in windows:
-        if not isinstance(window, list) or len(window) != 2 or not all(map(_number, window)) or window[1] < window[0]:
+        numbers = isinstance(window, list) and len(window) == 2 and all(map(is_finite_number, window))
+        if not numbers or window[1] < window[0]:
             raise ValueError(f"{where}: bad relevant window {window!r} (expected [start, end] with start <= end)")
     clips, scores = entry.get("relevant_clip_ids"), entry.get("saliency_scores")
     if not isinstance(clips, list) or not isinstance(scores, list) or len(clips) != len(scores):
@@ -66,7 +62,7 @@ def parse_query(entry: dict, where: str) -> Query:
     for clip, score in zip(clips, scores):
         if isinstance(clip, bool) or not isinstance(clip, int) or not 0 <= clip < len(clip_scores):
             raise ValueError(f"{where}: clip id {clip!r} is outside the {len(clip_scores)} clips of the video")
-        if not isinstance(score, list) or len(score) != NUM_ANNOTATORS or not all(map(_number, score)):
+        if not isinstance(score, list) or len(score) != NUM_ANNOTATORS or not all(map(is_finite_number, score)):
             raise ValueError(f"{where}: saliency score {score!r} of clip {clip} is not {NUM_ANNOTATORS} numbers")
         clip_scores[clip] = score
     return Query(qid, float(duration), tuple((float(s), float(e)) for s, e in windows), clip_scores)
@@ -132,7 +128,7 @@ def _windows(value, duration: float, report: SubmissionReport) -> tuple[tuple[fl
         return ()
     kept = []
     for window in value:
-        if not isinstance(window, list) or len(window) < 3 or not all(map(_number, window[:3])):
+        if not isinstance(window, list) or len(window) < 3 or not all(map(is_finite_number, window[:3])):
             report.malformed_windows += 1
             continue
         start, end, score = (float(x) for x in window[:3])
@@ -144,7 +140,7 @@ def _windows(value, duration: float, report: SubmissionReport) -> tuple[tuple[fl
 
 
 def _saliency(value, clips: int, report: SubmissionReport) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value or not all(map(_number, value)):
+    if not isinstance(value, list) or not value or not all(map(is_finite_number, value)):
         return ()
     report.saliency_length_mismatch += len(value) != clips
     return tuple(float(x) for x in value)
