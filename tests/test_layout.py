@@ -33,6 +33,8 @@ COMMANDS = (
     "etchat.bench train",
     "etchat.bench video",
     "etchat.bench memory",
+    "etchat.bench scoring",
+    "etchat.bench.scoring_phases",
     "etchat.download",
     "etchat.bench.official_scoring",
 )
