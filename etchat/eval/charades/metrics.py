@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from nncore.ops import temporal_iou
 
+from etchat.eval.protocol import record_scoring
 from etchat.eval.results import check_failed, unique_records
 from etchat.io import METRICS_FILE, read_records, record_files, remove_stale_temp_files, write_json_atomic
 
@@ -121,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
+    from etchat.eval.charades.sample_scores import charades_sample_scores  # it imports this module
+
     out = Path(args.out) if args.out else metrics_path(args.pred_path)
     out.unlink(missing_ok=True)  # a failed run must not leave an older run's scores looking like its result
     remove_stale_temp_files(out.parent)
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     logger.info(" ".join(f"R1@{thr}: {round(scores[f'R1@{thr}'], 3)}" for thr in THRESHOLDS))
     logger.info(f"mIoU: {round(scores['mIoU'], 3)}")
     logger.info(f"Failed: {scores['Failed']} samples ({scores['FailureRate'] * 100:.1f}%)")
+    record_scoring(out.parent, args.pred_path, charades_sample_scores(samples))
     write_json_atomic(out, scores, indent=2)
     logger.info(f"Wrote {out}")
     return scores

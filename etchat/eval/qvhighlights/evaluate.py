@@ -24,6 +24,7 @@ import logging
 import sys
 from pathlib import Path
 
+from etchat.eval.protocol import record_scoring
 from etchat.eval.qvhighlights.formats import (
     STEM,
     SubmissionReport,
@@ -32,6 +33,7 @@ from etchat.eval.qvhighlights.formats import (
     submission_from_records,
 )
 from etchat.eval.qvhighlights.metrics import highlight_detection, moment_retrieval, official_report
+from etchat.eval.qvhighlights.sample_scores import qvhighlights_sample_scores
 from etchat.eval.results import final_files
 from etchat.io import METRICS_FILE, read_records, write_json_atomic, write_jsonl_atomic
 
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     report.inference_errors = errors
     result[REPORT_KEY] = report.counts()
     out = Path(args.out) if args.out else _folder(args.pred_path) / METRICS_FILE
+    record_scoring(out.parent, args.pred_path, qvhighlights_sample_scores(submission, truth, args.pred_path), result)
     write_json_atomic(out, result, indent=4)
     log_result(result, report)
     logger.info("Wrote %s", out)
