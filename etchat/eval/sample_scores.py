@@ -127,7 +127,11 @@ class SampleScores:
     def write(self, path: str | Path) -> None:
         """Gzipped JSON, written atomically; the same content gives the same bytes (no time stamp in the header)."""
         payload = json.dumps(self.to_json(), ensure_ascii=False, allow_nan=False).encode()
-        with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        with (
+            atomic_path(path) as tmp,
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f,
+        ):
             f.write(payload)
 
     @classmethod

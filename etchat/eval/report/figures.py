@@ -111,6 +111,6 @@ def difference_plot(result: BenchmarkResult, path: Path) -> Path:
         axes.plot([], [], "o", color=color, label=f"{comparison.reference} - {comparison.other}")
     axes.axvline(0, color="black", lw=0.8)
     axes.set_yticks(y, metrics, fontsize=7)
-    axes.set_xlabel("difference (percentage points), 95% interval; filled: excludes 0")
+    axes.set_xlabel("difference (percentage points) with its interval; filled: the interval excludes 0")
     axes.legend(fontsize=7)
     return _save(figure, path)
