@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from etchat.eval.charades import metrics as charades
-from etchat.eval.charades.sample_scores import charades_sample_scores, time_failure
 from etchat.eval.dvc import evaluate as dvc_evaluate
 from etchat.eval.etbench import compute_metrics, parsing
 from etchat.eval.etbench import report as etbench_report
@@ -213,22 +212,24 @@ def caption_scorers(similarity):
     scorers.close()
 
 
-def test_etbench_option_and_caption_statistics_reproduce_metrics(similarity, caption_scorers):
-    samples = [s for s in toy_predictions.make_predictions(0.01, 5) if s["task"] in ("rvq", "gvq", "dvc", "slc")]
-    # A second answer for one DVC video: the official keying by video keeps the later sample's parse.
-    dvc = next(s for s in samples if s["task"] == "dvc" and "seconds," in s["a"])
-    samples.append({**dvc, "idx": 999, "a": "0 - 5 seconds, a person opens the refrigerator."})
+def test_etbench_caption_statistics_reproduce_metrics(similarity, caption_scorers):
+    samples = [s for s in toy_predictions.make_predictions(0.01, 5) if s["task"] == "dvc"]
+    # A second answer for one video: the official keying by video keeps the later sample's parse.
+    first = next(s for s in samples if "seconds," in s["a"])
+    samples.append({**first, "idx": 999, "a": "0 - 5 seconds, a person opens the refrigerator."})
     groups = compute_metrics.group_samples(samples)
     collected, per_sample = compute_metrics.evaluate_with_samples(
         groups, similarity=similarity, caption_scorers=caption_scorers
     )
     scores = etbench_sample_scores(groups, per_sample)
     official = runs.official_values("etbench", collected)
-    assert {"RVQ (Acc)", "GVQ (Rec)", "DVC (F1)", "DVC (Sim)", "SLC (F1)", "SLC (Sim)", "F1 (cap)"} <= set(official)
+    assert set(official) == {"DVC (F1)", "DVC (Sim)"}
     assert_reproduces(scores, official, 1e-5)
     youcook = scores.strata["dvc/youcook2"]
     carried = [unit for unit, parsed in zip(youcook.units, youcook.columns["parsed"]) if parsed]
-    assert "dvc/youcook2/999" in carried and f"dvc/youcook2/{dvc['idx']}" not in carried
+    assert "dvc/youcook2/999" in carried and f"dvc/youcook2/{first['idx']}" not in carried
+    # The other tasks' statistics (multiple choice, GVQ, SLC) are checked by the slow end-to-end test: the report
+    # uses a run's statistics only when they reproduce its metrics.json.
 
 
 def test_charades_statistics_reproduce_scores_and_audit_the_times(tmp_path):
@@ -242,8 +243,13 @@ def test_charades_statistics_reproduce_scores_and_audit_the_times(tmp_path):
     failures = scores.audit["moment"].failures
     assert failures["no time"] == 1 and failures["three or more times"] == 1
     assert sum(failures.values()) == official["Failed"]
-    assert [time_failure(p) for p in ([1, 2], [], [4], "x")] == [None, "no time", "one time", "malformed times"]
-    assert charades_sample_scores(records).values() == scores.values()
+    assert [charades.time_failure(p) for p in ([1, 2], [], [4], "x")] == [
+        None,
+        "no time",
+        "one time",
+        "malformed times",
+    ]
+    assert charades.charades_sample_scores(records).values() == scores.values()
 
 
 @pytest.mark.parametrize("case", ["etchat_ties", "hl_edges", "short_videos", "long_windows"])
