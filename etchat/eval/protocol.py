@@ -23,6 +23,7 @@ from etchat.version import project_version
 PROTOCOL_FILE = "protocol.md"
 NOT_RECORDED = "not recorded (no run.json in the prediction folder)"
 SCORING_ENVIRONMENT = ("project_version", "date", "machine")
+INPUT_TOTALS = ("queries", "videos", "samples", "total")  # counts in input_report that are not problems
 BENCHMARK_NAMES = {
     "etbench": "E.T. Bench",
     "charades_sta": "Charades-STA",
@@ -64,7 +65,11 @@ def _input_report_text(metrics: dict | None) -> str | None:
     report = (metrics or {}).get("input_report")
     if not isinstance(report, dict):
         return None
-    problems = {key: value for key, value in report.items() if isinstance(value, (int, float)) and value}
+    problems = {
+        key: value
+        for key, value in report.items()
+        if key not in INPUT_TOTALS and isinstance(value, (int, float)) and not isinstance(value, bool) and value
+    }
     return ", ".join(f"{key} {value}" for key, value in problems.items()) or "none"
 
 

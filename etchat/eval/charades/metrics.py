@@ -16,7 +16,7 @@ scores IoU 0 (it is not a failure). IoU is computed in float32 like the original
 
 Scores: R1@0.3 / R1@0.5 / R1@0.7 (share of all samples whose IoU reaches the threshold), mIoU (mean IoU over all
 samples) and the failure rate. They are printed and written to ``metrics.json`` next to the predictions (or to
-``--out``).
+``--out``), with ``sample_scores.json.gz`` and ``protocol.md`` for the results report (docs/design.md §18).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ once, although the four IoU thresholds repeat most of them; one METEOR process s
 the first groups are scored. Every number stays the official one, except that SentSim may differ in its last digit
 (at most 1e-4; batching moves a cosine by less than 1e-6).
 Outputs: the tables on stdout, ``metrics.log`` (the same text) and ``metrics.json`` (``{task: {source: {metric:
-value}}}``, values in 0-1) next to the input.
+value}}}``, values in 0-1) next to the input, with the per-sample statistics and parse audit of the results report
+(``sample_scores.json.gz``) and the protocol card (``protocol.md``, docs/design.md §18).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ one more key, ``input_report``, counting what was wrong with the submission. Whe
 scorer counts and goes on: a query without a prediction, without windows or without saliency scores scores 0 (and
 stays in every mean); a duplicated qid uses its last line; a reversed window overlaps nothing; a length bucket
 without ground truth reports null. Samples lost (no prediction, or an inference error) make the exit status 1.
+Next to the scores file: ``sample_scores.json.gz`` and ``protocol.md`` for the results report (docs/design.md §18).
 """
 
 from __future__ import annotations
