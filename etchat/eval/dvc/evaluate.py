@@ -11,7 +11,9 @@ references (unless ``--references`` is given), or a submission ``{"results": {vi
 Scores (values in 0-1, CIDEr can exceed 1; the log shows them x100): CIDEr, METEOR, BLEU-1..4 and ROUGE-L averaged
 over tIoU 0.3 / 0.5 / 0.7 / 0.9, event-localisation Precision, Recall and their F1, and SODA_c, then the
 per-threshold table and ``input_report``, the count of what was wrong with the submission. Videos lost (absent from
-the submission, or failed in inference) score 0 and make the exit status 1. Needs Java (PTB tokenizer, METEOR).
+the submission, or failed in inference) score 0 and make the exit status 1. Next to the scores file:
+``sample_scores.json.gz`` and ``protocol.md`` for the results report (docs/design.md §18). Needs Java (PTB tokenizer,
+METEOR).
 """
 
 from __future__ import annotations
