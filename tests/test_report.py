@@ -19,7 +19,7 @@ from etchat.eval.metrics.similarity import SentenceSimilarity
 from etchat.eval.protocol import PROTOCOL_FILE, protocol_card
 from etchat.eval.qvhighlights import evaluate as qvh_evaluate
 from etchat.eval.qvhighlights.sample_scores import qvhighlights_sample_scores
-from etchat.eval.report import bootstrap, cli, published, runs
+from etchat.eval.report import analysis, bootstrap, cli, published, runs
 from etchat.eval.run_record import read_run_record
 from etchat.eval.sample_scores import SAMPLE_SCORES_FILE, SampleScores, Stratum, formula_values, weighted_sums
 from etchat.io import read_records
@@ -128,9 +128,9 @@ def test_questions_of_one_video_are_resampled_together():
     # be 0, 1/2 or 1 (a per-question bootstrap would give sixths).
     stratum = Stratum([f"q{i}" for i in range(6)], ["v1"] * 3 + ["v2"] * 3, {"correct": [1, 1, 1, 0, 0, 0]})
     scores = SampleScores("toy", {"s": stratum}, {"Acc": ["unit_mean", "s", "correct"]})
-    per_run, at_sample, common = bootstrap.resampled_metrics([scores], ["Acc"], 400, seed=0)
-    assert set(np.round(per_run[0]["Acc"], 6)) == {0.0, 0.5, 1.0}
-    assert at_sample[0]["Acc"] == 0.5 and common == 6
+    resampled = bootstrap.resampled_metrics([scores], ["Acc"], 400, seed=0)
+    assert set(np.round(resampled.values[0]["Acc"], 6)) == {0.0, 0.5, 1.0}
+    assert resampled.at_sample[0]["Acc"] == 0.5 and resampled.samples == 6 and resampled.complete
 
 
 def test_interval_width_matches_the_binomial_standard_error():
@@ -140,8 +140,8 @@ def test_interval_width_matches_the_binomial_standard_error():
     p = correct.mean()
     stratum = Stratum([f"q{i}" for i in range(400)], [f"v{i}" for i in range(400)], {"correct": list(correct)})
     scores = SampleScores("toy", {"s": stratum}, {"Acc": ["unit_mean", "s", "correct"]})
-    per_run, _, _ = bootstrap.resampled_metrics([scores], ["Acc"], 2000, seed=1)
-    interval = bootstrap.percentile_interval(per_run[0]["Acc"])
+    resampled = bootstrap.resampled_metrics([scores], ["Acc"], 2000, seed=1)
+    interval = bootstrap.percentile_interval(resampled.values[0]["Acc"])
     half_width = 1.96 * np.sqrt(p * (1 - p) / 400)
     assert interval.high - interval.low == pytest.approx(2 * half_width, rel=0.15)
     assert interval.low < p < interval.high
@@ -155,8 +155,8 @@ def test_paired_runs_share_their_resamples():
     b.columns["correct"][0] = 1 - b.columns["correct"][0]  # one answer differs
     metric = {"Acc": ["unit_mean", "s", "correct"]}
     runs_ = [SampleScores("toy", {"s": a}, metric), SampleScores("toy", {"s": b}, metric)]
-    per_run, _, _ = bootstrap.resampled_metrics(runs_, ["Acc"], 300, seed=0)
-    difference = per_run[0]["Acc"] - per_run[1]["Acc"]
+    resampled = bootstrap.resampled_metrics(runs_, ["Acc"], 300, seed=0)
+    difference = resampled.values[0]["Acc"] - resampled.values[1]["Acc"]
     # Paired: each resample's difference is that one answer times its video's draw count, out of 40 answers (whole
     # multiples of 1/40); runs resampled apart would differ by anything.
     counts = np.abs(difference) * 40
@@ -459,6 +459,20 @@ def test_stale_sample_scores_are_not_used(tmp_path):
     (folder / "metrics.json").write_text(json.dumps(metrics))
     [run] = runs.load_runs([str(folder)])
     assert run.scores is None and "does not reproduce" in run.notes[0]
+
+
+def test_settings_with_different_samples_are_compared_on_the_common_ones(tmp_path):
+    records = charades_records(random.Random(0), good=True)
+    score_charades(tmp_path / "a", records)
+    score_charades(tmp_path / "b", records[:-6])  # two videos fewer
+    settings = runs.group_settings(runs.load_runs([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"]))
+    result = analysis.analyse_benchmark("charades_sta", settings["charades_sta"], 200, seed=0, level=0.95)
+    [comparison] = result.comparisons
+    assert comparison.samples == 54 and "54 samples" in comparison.notes[0]
+    # The same answers on the common samples: no difference, on any resample.
+    assert comparison.differences["mIoU"] == 0
+    assert comparison.intervals["mIoU"] == bootstrap.Interval(0.0, 0.0)
+    assert not comparison.intervals["mIoU"].excludes_zero()
 
 
 @pytest.mark.slow

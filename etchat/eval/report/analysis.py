@@ -80,12 +80,14 @@ def _setting(label: str, runs: list[Run], metrics: list[str], resamples: int, se
         result.notes.append("no intervals: " + "; ".join(note for run in runs for note in run.notes))
         return result
     shared = _shared_metrics(runs, [m for m in metrics if m in values])
-    per_run, _, common = resampled_metrics([run.scores for run in runs], shared, resamples, seed)
+    if not shared:
+        result.notes.append("no intervals: its runs' statistics do not share their metrics' formulas")
+        return result
+    resampled = resampled_metrics([run.scores for run in runs], shared, resamples, seed)
     for metric in shared:
-        result.intervals[metric] = percentile_interval(np.mean([r[metric] for r in per_run], axis=0), level)
-    total = max(sum(len(s.units) for s in run.scores.strata.values()) for run in runs)
-    if len(runs) > 1 and common < total:
-        result.notes.append(f"intervals over the {common} samples all its runs answered (of {total})")
+        result.intervals[metric] = percentile_interval(np.mean([r[metric] for r in resampled.values], axis=0), level)
+    if not resampled.complete:
+        result.notes.append(f"intervals over the {resampled.samples} samples all its runs answered")
     return result
 
 
@@ -98,23 +100,23 @@ def _comparison(reference: SettingResult, other: SettingResult, metrics, resampl
         comparison.differences = {m: reference.values[m] - other.values[m] for m in shared}
         return comparison
     shared = _shared_metrics(runs, [m for m in metrics if m in reference.values and m in other.values])
-    per_run, at_sample, common = resampled_metrics([run.scores for run in runs], shared, max(resamples, 1), seed)
+    if not shared:
+        comparison.notes.append("nothing to compare: the settings' statistics share no metric formula")
+        return comparison
+    resampled = resampled_metrics([run.scores for run in runs], shared, max(resamples, 1), seed)
     split = len(reference.runs)
-    totals = [sum(len(s.units) for s in run.scores.strata.values()) for run in runs]
-    comparison.samples = common
-    same_samples = all(total == common for total in totals)
-    if not same_samples:
-        comparison.notes.append(f"compared on the {common} samples both settings answered")
+    comparison.samples = resampled.samples
+    if not resampled.complete:
+        comparison.notes.append(f"compared on the {resampled.samples} samples both settings answered")
     for metric in shared:
-        if same_samples:  # the official values themselves
+        if resampled.complete:  # the official values themselves
             comparison.differences[metric] = reference.values[metric] - other.values[metric]
         else:
-            values = [sample[metric] for sample in at_sample]
+            values = [sample[metric] for sample in resampled.at_sample]
             comparison.differences[metric] = float(np.mean(values[:split]) - np.mean(values[split:]))
         if resamples > 0:
-            difference = np.mean([r[metric] for r in per_run[:split]], axis=0) - np.mean(
-                [r[metric] for r in per_run[split:]], axis=0
-            )
+            per_run = [r[metric] for r in resampled.values]
+            difference = np.mean(per_run[:split], axis=0) - np.mean(per_run[split:], axis=0)
             comparison.intervals[metric] = percentile_interval(difference, level)
     return comparison
 

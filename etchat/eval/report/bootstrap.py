@@ -49,14 +49,19 @@ def common_strata(runs: Sequence[SampleScores], metrics: Sequence[str]) -> dict[
     return strata
 
 
-def resampled_metrics(
-    runs: Sequence[SampleScores], metrics: Sequence[str], resamples: int, seed: int
-) -> tuple[list[dict[str, np.ndarray]], list[dict[str, float]], int]:
-    """Per run, each metric on every resample and on the common samples themselves, and how many samples are common.
+@dataclass
+class Resampled:
+    """Each run's metrics on every resample (`values`) and on the common samples themselves (`at_sample`)."""
 
-    Runs are restricted to the samples they all have (the same samples when they answered the same benchmark), so
-    that their resamples pair up.
-    """
+    values: list[dict[str, np.ndarray]]
+    at_sample: list[dict[str, float]]
+    samples: int  # the samples all runs have, in the strata the metrics read
+    complete: bool  # whether those are all the samples of every run there
+
+
+def resampled_metrics(runs: Sequence[SampleScores], metrics: Sequence[str], resamples: int, seed: int) -> Resampled:
+    """Each metric of each run on every resample, the runs restricted to the samples they all have (the same samples
+    when they answered the same benchmark), so that their resamples pair up."""
     strata = common_strata(runs, metrics)
     weights = {}
     for name, tables in strata.items():
@@ -69,7 +74,10 @@ def resampled_metrics(
         per_run.append({m: formula_values(run.metrics[m], sums) for m in metrics})
         at_sample.append({m: float(formula_values(run.metrics[m], full)[0]) for m in metrics})
     common = sum(len(tables[0].units) for tables in strata.values())
-    return per_run, at_sample, common
+    complete = all(
+        len(run.strata[name].units) == len(tables[0].units) for name, tables in strata.items() for run in runs
+    )
+    return Resampled(per_run, at_sample, common, complete)
 
 
 @dataclass(frozen=True)
