@@ -87,9 +87,10 @@ def _etbench_values(metrics: dict) -> dict[str, float]:
     tasks = {key: value for key, value in metrics.items() if key in TASKS}
     values, by_task = {}, {}
     for task, metric, column in overall_columns():
-        value = task_score(tasks, task, metric)
-        if value is not None:
-            values[column] = by_task[task, metric] = value
+        sources = tasks.get(task, {}).values()
+        if not sources or not all(isinstance(result.get(metric), (int, float)) for result in sources):
+            continue  # a missing task, or a value the scorer wrote as null (not a number)
+        values[column] = by_task[task, metric] = task_score(tasks, task, metric)
     for category in CATEGORIES.values():
         for column, metric in category.merged:
             parts = [by_task.get((task, metric)) for task in tasks_of(category.name)]
