@@ -63,16 +63,14 @@ def resampled_metrics(runs: Sequence[SampleScores], metrics: Sequence[str], resa
     """Each metric of each run on every resample, the runs restricted to the samples they all have (the same samples
     when they answered the same benchmark), so that their resamples pair up."""
     strata = common_strata(runs, metrics)
-    weights = {}
-    for name, tables in strata.items():
-        clusters = sorted(set(tables[0].clusters))
-        weights[name] = cluster_weights(clusters, resamples, seed, name)
-    per_run, at_sample = [], []
-    for index, run in enumerate(runs):
-        sums = {name: weighted_sums(tables[index], weights[name]) for name, tables in strata.items()}
-        full = {name: weighted_sums(tables[index]) for name, tables in strata.items()}
-        per_run.append({m: formula_values(run.metrics[m], sums) for m in metrics})
-        at_sample.append({m: float(formula_values(run.metrics[m], full)[0]) for m in metrics})
+    sums: list[dict] = [{} for _ in runs]
+    full: list[dict] = [{} for _ in runs]
+    for name, tables in strata.items():  # one stratum's draws at a time: memory stays at resamples x its videos
+        weights = cluster_weights(sorted(set(tables[0].clusters)), resamples, seed, name)
+        for index, table in enumerate(tables):
+            sums[index][name], full[index][name] = weighted_sums(table, weights), weighted_sums(table)
+    per_run = [{m: formula_values(run.metrics[m], sums[i]) for m in metrics} for i, run in enumerate(runs)]
+    at_sample = [{m: float(formula_values(run.metrics[m], full[i])[0]) for m in metrics} for i, run in enumerate(runs)]
     common = sum(len(tables[0].units) for tables in strata.values())
     complete = all(
         len(run.strata[name].units) == len(tables[0].units) for name, tables in strata.items() for run in runs
