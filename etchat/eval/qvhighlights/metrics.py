@@ -211,7 +211,7 @@ def highlight_detection(queries: Sequence[Query], answers: dict) -> dict[str, di
     results = {}
     for name, level in SALIENCY_LEVELS.items():
         per_query = [query_highlight(query, answers.get(query.qid), level) for query in queries]
-        aps, hits = [aps for aps, _ in per_query], [hit for _, hit in per_query]
+        aps, hits = [annotator_aps for annotator_aps, _ in per_query], [hit for _, hit in per_query]
         results[f"HL-min-{name}"] = {"HL-mAP": float(np.mean(np.array(aps))), "HL-Hit1": float(np.mean(hits))}
     return results
 
