@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,12 +128,11 @@ class SampleScores:
     def write(self, path: str | Path) -> None:
         """Gzipped JSON, written atomically; the same content gives the same bytes (no time stamp in the header)."""
         payload = json.dumps(self.to_json(), ensure_ascii=False, allow_nan=False).encode()
-        with (
-            atomic_path(path) as tmp,
-            open(tmp, "wb") as raw,
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f,
-        ):
-            f.write(payload)
+        with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+                f.write(payload)
+            raw.flush()
+            os.fsync(raw.fileno())
 
     @classmethod
     def read(cls, path: str | Path) -> SampleScores:
