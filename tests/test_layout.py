@@ -21,6 +21,7 @@ COMMANDS = (
     "etchat.eval.dvc.infer",
     "etchat.eval.dvc",
     "etchat.eval.plot",
+    "etchat.eval.report",
     "etchat.data.compress_videos",
     "etchat.data.check",
     "etchat.serve.chat",

@@ -3,5 +3,7 @@
 `runner` answers any benchmark's samples in batches, sharded and resumable, into `results` files; each benchmark is
 a package (`etbench`, `charades`) with its `infer` module (what the runner needs to know about it) and its scoring
 (`python -m etchat.eval.<benchmark> <pred_path>`). `metrics` holds the metric tools benchmarks share; `plot` draws
-timelines of predictions.
+timelines of predictions. Every scorer also leaves the per-sample statistics behind its numbers (`sample_scores`) and
+the protocol card of the run (`protocol`, from the run record that `run_record` reads), from which `report` makes the
+results report (`python -m etchat.eval.report`).
 """

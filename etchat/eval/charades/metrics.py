@@ -16,7 +16,7 @@ scores IoU 0 (it is not a failure). IoU is computed in float32 like the original
 
 Scores: R1@0.3 / R1@0.5 / R1@0.7 (share of all samples whose IoU reaches the threshold), mIoU (mean IoU over all
 samples) and the failure rate. They are printed and written to ``metrics.json`` next to the predictions (or to
-``--out``).
+``--out``), with ``sample_scores.json.gz`` and ``protocol.md`` for the results report (docs/design.md §18).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 from nncore.ops import temporal_iou
 
+from etchat.eval.protocol import record_scoring
 from etchat.eval.results import check_failed, unique_records
+from etchat.eval.sample_scores import AuditGroup, SampleScores, Stratum
 from etchat.io import METRICS_FILE, read_records, record_files, remove_stale_temp_files, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,47 @@ def grounding_scores(samples: list[dict]) -> dict[str, float]:
     return scores
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Per-sample statistics (etchat.eval.sample_scores, docs/design.md §18): one stratum, each query clustered by its
+# video; R1@t and mIoU as means over all queries; the parse audit of the predicted times.
+# --------------------------------------------------------------------------------------------------------------------
+
+BENCHMARK = "charades_sta"
+STRATUM = "charades_sta"
+RULES = (
+    "E.T. Chat's eval_grounding.py: exactly two <vid> times are the moment, used in the order given; anything else "
+    "is a failure with IoU 0 that stays in every mean"
+)
+
+
+def time_failure(pred) -> str | None:
+    """Why a record's ``pred`` gives no moment, or None."""
+    if predicted_moment(pred) is not None:
+        return None
+    if not pred:
+        return "no time"
+    if isinstance(pred, (list, tuple)) and len(pred) == 1:
+        return "one time"
+    if isinstance(pred, (list, tuple)) and len(pred) > 2:
+        return "three or more times"
+    return "malformed times"
+
+
+def charades_sample_scores(samples: list[dict]) -> SampleScores:
+    """The statistics of scored Charades-STA records (as `load_predictions` gives them)."""
+    ious = [0.0 if iou is None else iou for iou in sample_ious(samples)]
+    columns = {"iou": ious, **{f"hit@{thr}": [float(iou >= thr) for iou in ious] for thr in THRESHOLDS}}
+    units = [sample_key(sample) for sample in samples]
+    clusters = [str(sample.get("vid", unit)) for sample, unit in zip(samples, units)]
+    metrics = {f"R1@{thr}": ["unit_mean", STRATUM, f"hit@{thr}"] for thr in THRESHOLDS}
+    metrics["mIoU"] = ["unit_mean", STRATUM, "iou"]
+    audit = AuditGroup()
+    for sample, unit in zip(samples, units):
+        audit.add(unit, time_failure(sample.get("pred")), sample.get("response"))
+    strata = {STRATUM: Stratum(units, clusters, columns)}
+    return SampleScores(BENCHMARK, strata, metrics, {"moment": audit}, {"rules": RULES})
+
+
 def load_predictions(path: str | Path) -> list[dict]:
     """Predictions of a JSON file, or of every JSON file of a folder (in name order; ``metrics.json`` skipped), each
     test query once."""
@@ -131,6 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     logger.info(" ".join(f"R1@{thr}: {round(scores[f'R1@{thr}'], 3)}" for thr in THRESHOLDS))
     logger.info(f"mIoU: {round(scores['mIoU'], 3)}")
     logger.info(f"Failed: {scores['Failed']} samples ({scores['FailureRate'] * 100:.1f}%)")
+    record_scoring(out.parent, args.pred_path, charades_sample_scores(samples))
     write_json_atomic(out, scores, indent=2)
     logger.info(f"Wrote {out}")
     return scores

@@ -11,7 +11,9 @@ references (unless ``--references`` is given), or a submission ``{"results": {vi
 Scores (values in 0-1, CIDEr can exceed 1; the log shows them x100): CIDEr, METEOR, BLEU-1..4 and ROUGE-L averaged
 over tIoU 0.3 / 0.5 / 0.7 / 0.9, event-localisation Precision, Recall and their F1, and SODA_c, then the
 per-threshold table and ``input_report``, the count of what was wrong with the submission. Videos lost (absent from
-the submission, or failed in inference) score 0 and make the exit status 1. Needs Java (PTB tokenizer, METEOR).
+the submission, or failed in inference) score 0 and make the exit status 1. Next to the scores file:
+``sample_scores.json.gz`` and ``protocol.md`` for the results report (docs/design.md §18). Needs Java (PTB tokenizer,
+METEOR).
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from etchat.eval.dvc.formats import (
     reference_videos,
     submission_from_records,
 )
-from etchat.eval.dvc.metrics import MAX_PROPOSALS, dense_captioning_scores
+from etchat.eval.dvc.metrics import MAX_PROPOSALS, measure_dense_captioning
+from etchat.eval.dvc.sample_scores import dvc_sample_scores
 from etchat.eval.metrics.captions import CaptionScorers
+from etchat.eval.protocol import record_scoring
 from etchat.eval.results import final_files
+from etchat.eval.sample_scores import SampleScores
 from etchat.io import METRICS_FILE, read_records, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -52,15 +57,28 @@ def evaluate(
 ) -> tuple[dict, SubmissionReport]:
     """The scores of a submission against one or more reference files, and the count of its problems. ``scorers``
     (started here when not given) hold the METEOR process."""
+    scores, report, _ = evaluate_with_samples(submission, references, source, max_proposals, scorers)
+    return scores, report
+
+
+def evaluate_with_samples(
+    submission: dict,
+    references: list[dict],
+    source: str = "submission",
+    max_proposals: int = MAX_PROPOSALS,
+    scorers: CaptionScorers | None = None,
+) -> tuple[dict, SubmissionReport, SampleScores]:
+    """`evaluate`, plus the per-video statistics behind the scores (docs/design.md §18)."""
     proposals, report = parse_submission(submission, references, source, max_proposals)
+    videos = reference_videos(references)
     own = scorers is None
     scorers = scorers or CaptionScorers()
     try:
-        scores = dense_captioning_scores(proposals, references, reference_videos(references), scorers, max_proposals)
+        scores, per_video = measure_dense_captioning(proposals, references, videos, scorers, max_proposals)
     finally:
         if own:
             scorers.close()
-    return scores, report
+    return scores, report, dvc_sample_scores(per_video, videos, proposals, source)
 
 
 def _folder(path: Path) -> Path:
@@ -118,10 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     pred_path = Path(args.pred_path)
     submission, references, errors = read_inputs(pred_path, args.references)
-    result, report = evaluate(submission, references, str(pred_path), args.max_proposals)
+    result, report, samples = evaluate_with_samples(submission, references, str(pred_path), args.max_proposals)
     report.inference_errors = errors
     result[REPORT_KEY] = report.counts()
     out = Path(args.out) if args.out else _folder(pred_path) / METRICS_FILE
+    record_scoring(out.parent, pred_path, samples, result)
     write_json_atomic(out, result, indent=2)
     log_result(result, report)
     logger.info("Wrote %s", out)

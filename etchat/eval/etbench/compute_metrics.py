@@ -35,7 +35,8 @@ once, although the four IoU thresholds repeat most of them; one METEOR process s
 the first groups are scored. Every number stays the official one, except that SentSim may differ in its last digit
 (at most 1e-4; batching moves a cosine by less than 1e-6).
 Outputs: the tables on stdout, ``metrics.log`` (the same text) and ``metrics.json`` (``{task: {source: {metric:
-value}}}``, values in 0-1) next to the input.
+value}}}``, values in 0-1) next to the input, with the per-sample statistics and parse audit of the results report
+(``sample_scores.json.gz``) and the protocol card (``protocol.md``, docs/design.md §18).
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ from etchat.eval.etbench.predictions import (
     sample_key,
 )
 from etchat.eval.etbench.report import json_ready, report_lines, summarize
+from etchat.eval.etbench.sample_scores import etbench_sample_scores
 from etchat.eval.etbench.tasks import TASKS, ScoringTools
 from etchat.eval.metrics.captions import CaptionScorers, require_java
 from etchat.eval.metrics.similarity import SentenceSimilarity
+from etchat.eval.protocol import record_scoring
 from etchat.eval.results import check_failed, unique_records
 from etchat.io import METRICS_FILE, remove_stale_temp_files, write_json_atomic
 
@@ -78,8 +81,30 @@ def evaluate(
     The sentence model and the caption scorers are created only when a task needs them, unless given (to share
     them between runs); scorers created here are closed here.
     """
+    return evaluate_with_samples(
+        groups,
+        seed=seed,
+        device=device,
+        similarity=similarity,
+        caption_scorers=caption_scorers,
+        show_progress=show_progress,
+    )[0]
+
+
+def evaluate_with_samples(
+    groups: dict[str, dict[str, list[dict]]],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    similarity: SentenceSimilarity | None = None,
+    caption_scorers: CaptionScorers | None = None,
+    show_progress: bool = False,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict[str, dict]]]:
+    """`evaluate`, plus the per-sample statistics behind each group's scores (``{task: {source: {column: values}}}``,
+    docs/design.md §18)."""
     tools = ScoringTools(seed, device, similarity, caption_scorers)
     collected: dict[str, dict[str, dict]] = {}
+    per_sample: dict[str, dict[str, dict]] = {}
     try:
         if any(TASKS[task].uses_captions and any(sources.values()) for task, sources in groups.items()):
             require_java()  # fail before the long part of the run
@@ -90,13 +115,14 @@ def evaluate(
             spec = TASKS[task]
             if not group:
                 logger.warning(f"{task}/{source} has no sample to score: all its metrics are 0")
-                result = spec.empty_result()
+                result, columns = spec.empty_result(), {}
             else:
-                result = spec.score(group, tools)
+                result, columns = spec.measure(group, tools)
             collected.setdefault(task, {})[source] = result
+            per_sample.setdefault(task, {})[source] = columns
     finally:
         tools.close()
-    return collected
+    return collected, per_sample
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -163,7 +189,7 @@ def run(
             logger.info(f"Evaluating on a subset with {kept} samples")
         logger.info("==========================================")
         logger.info("Start evaluation...")
-        collected = evaluate(
+        collected, per_sample = evaluate_with_samples(
             groups,
             seed=args.seed,
             device=args.device,
@@ -175,7 +201,8 @@ def run(
         for line in report_lines(collected):
             logger.info(line)
 
-        # Atomic: a metrics.json that exists is complete (the quickstart skips scored folders by it).
+        record_scoring(out_dir, args.pred_path, etbench_sample_scores(groups, per_sample, args.subset, args.seed))
+        # Atomic and last: a metrics.json that exists is complete (the quickstart skips scored folders by it).
         write_json_atomic(metrics_file, json_ready(collected), indent=4)
         logger.info(f"\nWrote {out_dir / 'metrics.log'} and {metrics_file}")
         overall, merged = summarize(collected)

@@ -15,6 +15,7 @@ one more key, ``input_report``, counting what was wrong with the submission. Whe
 scorer counts and goes on: a query without a prediction, without windows or without saliency scores scores 0 (and
 stays in every mean); a duplicated qid uses its last line; a reversed window overlaps nothing; a length bucket
 without ground truth reports null. Samples lost (no prediction, or an inference error) make the exit status 1.
+Next to the scores file: ``sample_scores.json.gz`` and ``protocol.md`` for the results report (docs/design.md §18).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from etchat.eval.protocol import record_scoring
 from etchat.eval.qvhighlights.formats import (
     STEM,
     SubmissionReport,
@@ -32,6 +34,7 @@ from etchat.eval.qvhighlights.formats import (
     submission_from_records,
 )
 from etchat.eval.qvhighlights.metrics import highlight_detection, moment_retrieval, official_report
+from etchat.eval.qvhighlights.sample_scores import qvhighlights_sample_scores
 from etchat.eval.results import final_files
 from etchat.io import METRICS_FILE, read_records, write_json_atomic, write_jsonl_atomic
 
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     report.inference_errors = errors
     result[REPORT_KEY] = report.counts()
     out = Path(args.out) if args.out else _folder(args.pred_path) / METRICS_FILE
+    record_scoring(out.parent, args.pred_path, qvhighlights_sample_scores(submission, truth, args.pred_path), result)
     write_json_atomic(out, result, indent=4)
     log_result(result, report)
     logger.info("Wrote %s", out)
