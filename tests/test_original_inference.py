@@ -35,12 +35,13 @@ def test_the_inputs_cover_raw_videos_of_several_sizes_and_rates():
     assert {float(v.fps) for v in VIDEOS} >= {24, 25, 30000 / 1001, 30, 60}
 
 
-@pytest.mark.skipif(not decord_available(), reason="the original reads videos with decord")
-def test_frames_given_to_the_model_are_the_originals(inputs):
+@pytest.mark.parametrize("backend", ["pyav"] + (["decord"] if decord_available() else []))
+def test_frames_given_to_the_model_are_the_originals(inputs, backend):
     expected = json.loads((REFERENCE / "frames.json").read_text())
     transform = build_transform("clip_center_224", inference=True)
     for spec in VIDEOS:
-        clip = load_video(inputs["videos"] / spec.name, fps=1.0, num_threads=1, short_side=transform.size)
+        path = inputs["videos"] / spec.name
+        clip = load_video(path, fps=1.0, num_threads=1, short_side=transform.size, backend=backend)
         frames = transform(clip.frames)
         reference = expected[spec.name]
         assert (list(frames.shape), clip.tags) == (reference["shape"], reference["tags"]), spec.name

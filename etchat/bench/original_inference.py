@@ -36,6 +36,13 @@ on a CPU, offline, at toy size, or decode greedily:
     (``Resize``, ``Compose``, ``RandomResizedCrop``) are torchvision's own code.
 
 Each patch replaces text that must occur exactly once in the file; a checkout where it does not is refused.
+
+    python -m etchat.bench.original_inference OUT --python VENV/bin/python --attention
+
+measures the attention window instead (docs/design.md §4): the logits of the tiny checkpoint's language model over a
+2600-token input, computed by transformers 4.44.2's Phi-3 (eager, the only implementation the published code can run
+on a V100: its Phi-3 has no sdpa, flash-attention-2 needs a newer GPU) with the published ``sliding_window: 2048``,
+against this project's with no window and with a window of 2048, eager and sdpa.
 """
 
 from __future__ import annotations
@@ -383,6 +390,55 @@ def run_original(original: Path, python: str, inputs: dict[str, Path], out: Path
     return pred / "etbench.json"
 
 
+# transformers 4.44's Phi-3 logits of the checkpoint's language model: `python -c ORIGINAL_LOGITS ckpt ids.pt out.pt`.
+ORIGINAL_LOGITS = """
+import sys, torch
+from safetensors.torch import load_file
+from transformers import Phi3Config, Phi3ForCausalLM
+config = Phi3Config.from_pretrained(sys.argv[1])
+config.sliding_window, config._attn_implementation = 2048, "eager"
+model = Phi3ForCausalLM(config).eval()
+state = load_file(sys.argv[1] + "/model.safetensors")
+prefixes = ("model.layers.", "model.embed_tokens.", "model.norm.", "lm_head.")
+missing, _ = model.load_state_dict({k: v for k, v in state.items() if k.startswith(prefixes)}, strict=False)
+assert not missing, missing
+with torch.no_grad():
+    torch.save(model(input_ids=torch.load(sys.argv[2])).logits[0], sys.argv[3])
+"""
+ATTENTION_TOKENS = 2600
+PUBLISHED_WINDOW = 2048
+
+
+def compare_attention(python: str, inputs: dict[str, Path], out: Path) -> str:
+    """A table of the largest logit difference to the published computation, before and after the window."""
+    import torch
+
+    from etchat.bench.report import format_table
+    from etchat.model.loading import load_etchat
+
+    checkpoint = checkpoint_copy(inputs["checkpoint"], out / "checkpoint")
+    ids = torch.randint(10, 300, (1, ATTENTION_TOKENS), generator=torch.Generator().manual_seed(SEED))
+    torch.save(ids, out / "ids.pt")
+    command = [python, "-c", ORIGINAL_LOGITS, str(checkpoint), str(out / "ids.pt"), str(out / "original_logits.pt")]
+    subprocess.run(command, check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    published = torch.load(out / "original_logits.pt")
+    rows = []
+    for window in (None, PUBLISHED_WINDOW):
+        for attention in ("eager", "sdpa"):
+            model, _ = load_etchat(str(inputs["checkpoint"]), attn_implementation=attention, sliding_window=window)
+            with torch.no_grad():
+                logits = model.eval()(input_ids=ids).logits[0]
+            diff = (logits - published).abs().amax(-1)
+            rows.append({
+                "window": window or "none",
+                "attention": attention,
+                f"max |diff| positions < {PUBLISHED_WINDOW}": f"{diff[:PUBLISHED_WINDOW].max():.1e}",
+                f"max |diff| positions >= {PUBLISHED_WINDOW}": f"{diff[PUBLISHED_WINDOW:].max():.1e}",
+                "positions whose argmax differs": int((logits.argmax(-1) != published.argmax(-1)).sum()),
+            })  # fmt: skip
+    return format_table(list(rows[0]), rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.bench.original_inference",
@@ -390,15 +446,21 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("out", help="work folder (inputs, patched copy, predictions)")
-    parser.add_argument("--original", required=True, help="checkout of PolyU-ChenLab/ETBench")
+    parser.add_argument("--original", help="checkout of PolyU-ChenLab/ETBench (for the predictions)")
     parser.add_argument("--python", required=True, help="python of the original's environment")
     parser.add_argument(
         "--reference", help="copy etbench.json and frames.json to this folder (e.g. tests/reference/original_inference)"
     )
+    parser.add_argument("--attention", action="store_true", help="measure the attention window (see above)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     inputs = write_inputs(out / "inputs")
+    if args.attention:
+        print(compare_attention(args.python, inputs, out))
+        return
+    if not args.original:
+        parser.error("--original is needed to make the predictions")
     predictions = run_original(Path(args.original), args.python, inputs, out)
     logger.info("the original's predictions: %s", predictions)
     if args.reference:

@@ -363,6 +363,11 @@ def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
     os._exit(1)
 
 
+def _remove_partial_files(target_root: Path) -> None:
+    for leftover in target_root.rglob("*" + TMP_SUFFIX):
+        leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def target_lock(target_root: str | os.PathLike):
     """Hold the target folder for this run: a second run refuses (AlreadyRunningError) while this one lives. The lock
@@ -389,10 +394,13 @@ def target_lock(target_root: str | os.PathLike):
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        for leftover in target_root.rglob("*" + TMP_SUFFIX):
-            leftover.unlink(missing_ok=True)
-        yield
-        path.unlink(missing_ok=True)
+        _remove_partial_files(target_root)  # of a killed run
+        try:
+            yield
+        finally:
+            # Still held, and the workers are gone: whatever is partial is this run's (stopped by Ctrl-C or an error).
+            _remove_partial_files(target_root)
+            path.unlink(missing_ok=True)
     finally:
         handle.close()
 
