@@ -4,8 +4,10 @@ Videos are sampled at a fixed rate: with ``N`` frames at average rate ``r``, the
 ``arange(0, N, r / fps)`` rounded (numpy, half to even) and clipped to ``[0, N - 1]``; the time tag of frame ``i`` is
 ``round(i / r, 1)`` seconds and the duration is ``round(N / r, 3)`` seconds.
 
-decord is the reference reader. The PyAV reader exists for platforms without a decord wheel; it counts frames the way
-decord does (one per demuxed packet of the video stream) so both give the same indices and tags.
+decord is the reference reader. The PyAV reader exists for platforms without a decord wheel, and reads the frames that
+are resized while decoding (below), where it holds far less memory than decord; it counts frames the way decord does
+(one per demuxed packet of the video stream) and converts them to RGB the same way, so both give the same indices,
+tags and pixels.
 
 With ``short_side``, frames whose short side is larger are decoded at full size one at a time and each is turned into
 what the frame transform's first two steps make of it (float in [0, 1], short side resized with antialiased bilinear,
@@ -262,7 +264,8 @@ def load_video(
     """Decode the frames of ``path`` sampled at ``fps`` frames per second.
 
     ``min_len`` / ``max_len`` (seconds) reject videos that are too short / long with a ValueError. ``backend`` is
-    ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when it is installed and can read the file, else PyAV).
+    ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when it is installed and can read the file, else PyAV; PyAV for
+    frames that ``short_side`` resizes).
     ``short_side`` resizes larger frames one at a time as they are decoded, giving float frames (see the module
     docstring). Unreadable files raise
     VideoReadError.
@@ -275,6 +278,11 @@ def load_video(
     _check_readable(path)
 
     if backend == "pyav" or (backend == "auto" and not decord_available()):
+        return _read_pyav(path, fps, min_len, max_len, num_threads, short_side)
+    if backend == "auto" and short_side is not None and decode_size(*stored_frame_size(path), short_side):
+        # Frames to resize: PyAV, one full-size frame at a time. decord gives the same pixels (both convert with
+        # swscale) but, reading 4K frames one by one next to torch's resizing, holds ~1.7 GB for a 60 s clip where
+        # PyAV holds ~0.3 GB (docs/benchmarks.md, "memory").
         return _read_pyav(path, fps, min_len, max_len, num_threads, short_side)
     if not decord_available():
         raise ImportError(f"backend='decord' was requested for {path} but decord is not installed")
