@@ -11,7 +11,15 @@ every record with the copy of ``etbench.json`` kept in ``tests/reference/origina
 ``ETBENCH`` is a checkout of PolyU-ChenLab/ETBench (the references were made at commit 445f620, "Update MODEL.md");
 ``VENV`` a virtual environment with the original's pins that matter here: transformers 4.44.2 (tokenizers 0.19),
 decord 0.6.0, nncore 0.4.5, numpy 1.26, torchvision 0.19.0 installed without dependencies, and this machine's CPU
-torch. Its ``etchat/eval/infer_etbench.py`` runs as it is, with a copy of the code patched only where it cannot run
+torch. The references were made with
+
+    python -m venv VENV && VENV/bin/pip install torch==2.13.0   # this machine's CPU build
+    VENV/bin/pip install transformers==4.44.2 nncore==0.4.5 decord==0.6.0 peft==0.12.0 accelerate==0.33.0
+    VENV/bin/pip install numpy==1.26.4 sentencepiece safetensors
+    VENV/bin/pip install --no-deps torchvision==0.19.0
+    git -C ETBench.git archive 445f620 | tar -x -C ETBENCH      # a clone of PolyU-ChenLab/ETBench
+
+Its ``etchat/eval/infer_etbench.py`` runs as it is, with a copy of the code patched only where it cannot run
 on a CPU, offline, at toy size, or decode greedily:
 
 (a) ``infer_etbench.py``: ``transform(video).half()`` becomes ``.float()`` (fp16 is for the GPU; float32 on CPU).
