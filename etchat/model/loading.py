@@ -95,9 +95,11 @@ def load_config(path: str, language_model: str | None = None, **overrides) -> Pr
         config.language_model = language_model
     for key, value in overrides.items():
         setattr(config, key, value)
-    if config.language_model == "phi3" and getattr(config, "sliding_window", None) == 2047:
-        # Phi-3-mini's published config says 2047; E.T. Chat runs with 2048.
-        config.sliding_window = 2048
+    if config.language_model == "phi3" and "sliding_window" not in overrides:
+        # Phi-3's config asks for a window (2047; E.T. Chat's training writes 2048), but the published code computed
+        # full causal attention: on its pinned transformers only flash-attention-2 reads the window, and it ran eager
+        # or sdpa (docs/design.md §4). `sliding_window=N` as an override turns a window on.
+        config.sliding_window = None
     return config
 
 
