@@ -21,7 +21,11 @@ setup(
     install_requires=requirements,
     # lmms: the lmms-eval bridge (etchat/eval/lmms). Its wheel requires torchvision and timm, which pull a CUDA torch
     # on CPU machines; scripts/setup_env.sh installs it without dependencies plus what its core imports
-    # (requirements-lmms.txt) instead.
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"], "demo": ["gradio>=5"], "lmms": ["lmms-eval>=0.7.3"]},
+    # (requirements-lmms.txt) instead. filelock 4 breaks lmms-eval 0.7.3's evaluator.
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6"],
+        "demo": ["gradio>=5"],
+        "lmms": ["lmms-eval>=0.7.3", "filelock<4"],
+    },
     entry_points={"lmms_eval.models": ["etchat = etchat.eval.lmms:manifest"]},
 )

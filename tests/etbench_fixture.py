@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from etchat.constants import MATCH_TOKEN
+from etchat.eval.etbench.scorers import OPTION_LETTERS
 from etchat.toy.predictions import make_predictions
 from tests.video_utils import write_test_video
 
@@ -62,3 +63,21 @@ def write_etbench(root: Path, tasks: tuple[str, ...] | None = None) -> tuple[Pat
         (annotations / form).mkdir(parents=True, exist_ok=True)
         (annotations / form / "etbench.json").write_text(json.dumps(data))
     return annotations, videos, samples
+
+
+def good_answer(sample: dict) -> str:
+    """An answer in the format E.T. Bench asks for, right by the ground truth."""
+    task = sample["task"]
+    if task in ("rar", "eca", "rvq"):
+        return f"({OPTION_LETTERS[sample['p']]})"
+    if task == "gvq":
+        start, end = sample["tgt"]
+        return f"({OPTION_LETTERS[sample['p']]}) The event happens in {start} - {end} seconds."
+    if task in ("tvg", "epm"):
+        return f"The event happens in {sample['tgt'][0]} - {sample['tgt'][1]} seconds."
+    if task == "vhd":
+        windows = sample["tgt"][0] if isinstance(sample["tgt"][0][0], list) else sample["tgt"]
+        return f"The highlight moment happens in {round(sum(windows[0]) / 2, 2)} seconds."
+    if task in ("dvc", "slc"):
+        return "\n".join(f"{s} - {e} seconds, {caption}." for (s, e), caption in zip(sample["tgt"], sample["g"]))
+    return "The events happen in " + ", ".join(f"{s} - {e}" for s, e in sample["tgt"]) + " seconds."

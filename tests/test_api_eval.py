@@ -14,30 +14,13 @@ from etchat.eval.api.protocol import FRAMES_PREAMBLE
 from etchat.eval.etbench.compute_metrics import evaluate
 from etchat.eval.etbench.predictions import group_samples
 from etchat.eval.etbench.report import task_score
-from etchat.eval.etbench.scorers import OPTION_LETTERS
-from tests.etbench_fixture import text_question, write_etbench
+from tests.etbench_fixture import good_answer, text_question, write_etbench
 from tests.openai_stub import StubServer, question_of
 from tests.video_utils import decode_frame_index, write_test_video
 
 TASKS = ("rar", "eca", "rvq", "tvg", "epm", "tal", "evs", "vhd", "tem", "gvq")
 UNPARSABLE = "I cannot tell from these frames."
 TROUBLE = ({"status": 429, "retry_after": 0}, {"body": "<html>not json</html>"}, {"no_choices": True}, {"status": 500})
-
-
-def good_answer(sample: dict) -> str:
-    """An answer in the format E.T. Bench asks for, right by the ground truth."""
-    task = sample["task"]
-    if task in ("rar", "eca", "rvq"):
-        return f"({OPTION_LETTERS[sample['p']]})"
-    if task == "gvq":
-        start, end = sample["tgt"]
-        return f"({OPTION_LETTERS[sample['p']]}) The event happens in {start} - {end} seconds."
-    if task in ("tvg", "epm"):
-        return f"The event happens in {sample['tgt'][0]} - {sample['tgt'][1]} seconds."
-    if task == "vhd":
-        windows = sample["tgt"][0] if isinstance(sample["tgt"][0][0], list) else sample["tgt"]
-        return f"The highlight moment happens in {round(sum(windows[0]) / 2, 2)} seconds."
-    return "The events happen in " + ", ".join(f"{s} - {e}" for s, e in sample["tgt"]) + " seconds."
 
 
 def key_text(sample: dict) -> str:

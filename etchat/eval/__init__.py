@@ -3,5 +3,6 @@
 `runner` answers any benchmark's samples in batches, sharded and resumable, into `results` files; each benchmark is
 a package (`etbench`, `charades`) with its `infer` module (what the runner needs to know about it) and its scoring
 (`python -m etchat.eval.<benchmark> <pred_path>`). `metrics` holds the metric tools benchmarks share; `plot` draws
-timelines of predictions.
+timelines of predictions. Other models: `answers` reads free-form answers into the benchmarks' records, `api` runs any
+OpenAI-compatible endpoint on them, `lmms` makes them lmms-eval tasks and E.T. Chat an lmms-eval model.
 """
