@@ -341,3 +341,18 @@ def test_the_tasks_folder_command_prints_the_include_path():
         [sys.executable, "-m", "etchat.eval.lmms"], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert Path(out.stdout.strip()) == TASKS_DIR and (TASKS_DIR / "etbench.yaml").is_file()
+
+
+def test_generation_kwargs_decide_etchat_decoding():
+    from types import SimpleNamespace
+
+    from etchat.eval.lmms.model import decoding_settings
+
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=7), config=SimpleNamespace(conv_type="phi3"))
+    greedy = decoding_settings(model, {"do_sample": False, "temperature": 0, "max_new_tokens": 16, "until": "\n\n"})
+    assert not greedy.do_sample and greedy.max_new_tokens == 16 and greedy.stop_strings == ("<|end|>", "\n\n")
+    assert greedy.eos_token_ids == (7,)
+    sampled = decoding_settings(model, {"do_sample": True, "temperature": 0.7, "top_p": 0.9})
+    assert sampled.do_sample and (sampled.temperature, sampled.top_p, sampled.top_k) == (0.7, 0.9, 50)
+    published = decoding_settings(model, {})  # no request settings: the published sampling
+    assert published.do_sample and (published.temperature, published.top_k, published.max_new_tokens) == (0.2, 50, 2048)

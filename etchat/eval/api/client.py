@@ -47,7 +47,7 @@ class Decoding:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 2048
-    seed: int | None = 0
+    seed: int | None = None
 
     def request_fields(self) -> dict:
         fields = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens}

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     decoding.add_argument("--temperature", type=float, default=0.0)
     decoding.add_argument("--top_p", type=float, default=1.0)
     decoding.add_argument("--max_new_tokens", type=int, default=2048)
-    decoding.add_argument("--seed", type=int, default=0, help="sent to endpoints that take one")
+    decoding.add_argument("--seed", type=int, default=None, help="sent when given (not every endpoint takes one)")
     parser.add_argument("--chunk", type=int, default=1, help="number of shards (processes)")
     parser.add_argument("--index", type=int, default=0, help="shard of this process, 0 <= index < chunk")
     parser.add_argument("--strict", action="store_true", help="refuse the annotations when a sample cannot be used")
