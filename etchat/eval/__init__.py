@@ -5,5 +5,7 @@ a package (`etbench`, `charades`) with its `infer` module (what the runner needs
 (`python -m etchat.eval.<benchmark> <pred_path>`). `metrics` holds the metric tools benchmarks share; `plot` draws
 timelines of predictions. Every scorer also leaves the per-sample statistics behind its numbers (`sample_scores`) and
 the protocol card of the run (`protocol`, from the run record that `run_record` reads), from which `report` makes the
-results report (`python -m etchat.eval.report`).
+results report (`python -m etchat.eval.report`). Other models: `answers` reads free-form answers into the benchmarks'
+records, `api` runs any OpenAI-compatible endpoint on them, `lmms` makes them lmms-eval tasks and E.T. Chat an
+lmms-eval model.
 """
