@@ -1,8 +1,9 @@
 """Reading and writing the project's JSON files: atomic writers, and one reader for "a file or a folder of them".
 
 Annotation files, prediction files and journals are JSON lists (``.json``) or one object per line (``.jsonl``). A
-command that takes a folder reads its ``.json``/``.jsonl`` files in name order and concatenates them; hidden files and
-the ``metrics.json`` a scorer writes next to the predictions are not records and are skipped.
+command that takes a folder reads its ``.json``/``.jsonl`` files in name order and concatenates them; hidden files,
+the ``metrics.json`` a scorer writes next to the predictions and the ``run.json`` inference writes there are not
+records and are skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 RECORD_SUFFIXES = (".json", ".jsonl")
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"  # what produced a prediction folder (etchat.eval.run_record)
+NOT_RECORDS = (METRICS_FILE, RUN_FILE)
 TEMP_SUFFIX = ".tmp"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -138,13 +141,13 @@ def read_jsonl(path: str | os.PathLike, tolerate_cut_tail: bool = True) -> list[
 
 def record_files(path: str | os.PathLike, suffixes: tuple[str, ...] = RECORD_SUFFIXES) -> list[Path]:
     """``path`` itself, or the record files of the folder ``path`` in name order (hidden files and metrics.json left
-    out). A missing path, an empty folder or a file of another type is an error naming it."""
+    out, and run.json). A missing path, an empty folder or a file of another type is an error naming it."""
     path = Path(path)
     if path.is_dir():
         files = sorted(
             p
             for p in path.iterdir()
-            if p.is_file() and p.suffix in suffixes and not p.name.startswith(".") and p.name != METRICS_FILE
+            if p.is_file() and p.suffix in suffixes and not p.name.startswith(".") and p.name not in NOT_RECORDS
         )
         if not files:
             raise FileNotFoundError(f"no {'/'.join(suffixes)} files in {path}")
