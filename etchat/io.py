@@ -86,6 +86,12 @@ def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -
         json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path``, atomically like `write_json_atomic`."""
+    with _atomic_text_file(path) as f:
+        f.write(text)
+
+
 def write_jsonl_atomic(path: str | os.PathLike, records: list) -> None:
     """Write one JSON object per line to ``path``, atomically like `write_json_atomic`."""
     with _atomic_text_file(path) as f:

@@ -189,8 +189,9 @@ def test_command_line_exits_non_zero_when_videos_are_lost(tmp_path, caplog, shar
 
 
 def test_a_submission_needs_its_references():
-    with pytest.raises(ValueError, match="needs its reference files"):
+    with pytest.raises(SystemExit, match="needs its reference files") as stop:
         evaluate.main([str(CASES / "anet_single" / "pred.json")])
+    assert stop.value.code == 2
 
 
 @pytest.mark.parametrize(

@@ -81,9 +81,10 @@ def check_references(references: dict, source: str) -> dict:
     return references
 
 
-def load_references(path: str | os.PathLike) -> dict:
-    """One reference file (ActivityNet Captions layout, or YouCook2's ``database`` layout) as ``{video: entry}``."""
-    data = read_json(path)
+def load_references(path: str | os.PathLike, data=None) -> dict:
+    """One reference file (ActivityNet Captions layout, or YouCook2's ``database`` layout) as ``{video: entry}``;
+    ``data`` is its content when already read."""
+    data = read_json(path) if data is None else data
     if isinstance(data, dict) and isinstance(data.get("database"), dict):
         data = youcook2_to_activitynet(data["database"])
         if not data:
