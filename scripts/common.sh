@@ -24,7 +24,8 @@
 #   NPROC_PER_NODE        shards (processes) on this node [number of visible GPUs, round-robin over them; 1 on CPU]
 #   NNODES, NODE_RANK     torchrun-style nodes [1, 0]: shards = NNODES x NPROC_PER_NODE, node r runs the global
 #                         indices r x NPROC_PER_NODE ... (r + 1) x NPROC_PER_NODE - 1. Every node must see the same
-#                         PRED_PATH (a shared file system); the node that completes the set of shards scores it, and a
+#                         PRED_PATH (a shared file system); the node that completes the set of shards scores it (with
+#                         the scorer's --once, so that one process scores when two nodes finish together), and a
 #                         rerun on any node resumes its shards.
 #   SKIP_METRICS=1        no scoring after inference
 #   Default video folder: <folder>_compressed (e.g. data/etbench/videos_compressed, made by
@@ -198,6 +199,9 @@ infer_and_score() {
         --model_path "$checkpoint" "$@")
     run_shards "$package.infer" "${args[@]}"
     if [ "${SKIP_METRICS:-0}" != "1" ] && all_shards_done "$package.infer" "${args[@]}"; then
-        run_or_print python -m "$package" "$pred_path"
+        # On several nodes two may complete the set together: --once lets one of them score it.
+        local once=()
+        if [ "${NNODES:-1}" -gt 1 ]; then once=(--once); fi
+        run_or_print python -m "$package" "$pred_path" "${once[@]}"
     fi
 }

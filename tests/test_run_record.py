@@ -1,5 +1,6 @@
 """What produced a prediction folder (run.json), and reruns that never reuse answers of another run
 (docs/design.md §13): fingerprints, changed annotations, locks, --overwrite."""
+# ruff: noqa: F811 - the fixtures imported from test_infer are parameters here
 
 import json
 import os
@@ -148,7 +149,9 @@ def test_greedy_answers_do_not_depend_on_seed_or_batch_size(tiny_checkpoint, ben
     assert spy.calls == []  # resumed: nothing to answer
 
 
-def test_a_hub_revision_that_does_not_exist_or_differs_is_refused(hub_cache, tiny_checkpoint, bench, tmp_path, spy, caplog):
+def test_a_hub_revision_that_does_not_exist_or_differs_is_refused(
+    hub_cache, tiny_checkpoint, bench, tmp_path, spy, caplog
+):
     write_snapshot(hub_cache, HUB_REPO, tiny_checkpoint, commit_hash("main"))
     pred = tmp_path / "pred"
     assert infer(bench, pred, HUB_REPO) == 0
