@@ -40,6 +40,21 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def give_default_modes(folder: str | os.PathLike) -> list[Path]:
+    """Give the files under ``folder`` that only their owner may read (the safetensors writer under
+    ``save_pretrained`` creates them 0600) the mode ``open()`` gives new files (0644 under the default umask), so
+    that colleagues on a shared cluster can read a checkpoint. Returns the files changed."""
+    mode = _default_file_mode()
+    changed = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            current = path.stat().st_mode & 0o777
+            if current != mode and current & ~0o700 == 0:  # owner-only: not a mode someone chose to open up
+                os.chmod(path, mode)
+                changed.append(path)
+    return changed
+
+
 def temp_path_for(path: Path) -> Path:
     """A new, empty temporary file next to ``path`` (hidden, named after it), to be renamed over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)

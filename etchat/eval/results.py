@@ -127,29 +127,6 @@ class ResultStore:
         return stale
 
 
-def unique_records(files: list[tuple[Path, list[dict]]], key_fn: Callable[[dict], str]) -> list[dict]:
-    """The records of several prediction files with each sample once.
-
-    A sample that appears twice with the same content (e.g. a file copied) is kept once, with a warning; twice with
-    different content is an error naming both files, since scoring either copy, or both, would be a guess.
-    """
-    seen: dict[str, tuple[Path, dict]] = {}
-    records = []
-    for path, file_records in files:
-        for record in file_records:
-            key = key_fn(record)
-            if key not in seen:
-                seen[key] = (path, record)
-                records.append(record)
-                continue
-            first_path, first = seen[key]
-            where = f"{first_path} and {path}" if first_path != path else f"{path} (twice)"
-            if first != record:
-                raise ValueError(f"sample {key} is in {where} with different contents: remove the stale file")
-            logger.warning("sample %s is in %s with the same contents: scored once", key, where)
-    return records
-
-
 def final_files(path: str | os.PathLike, stem: str) -> list[Path]:
     """``path`` itself, or the final prediction files of the folder ``path`` (``<stem>.json``, ``<stem>_<i>.json``)
     in name order; other files there (a submission, metrics.json) are not read."""
@@ -166,17 +143,3 @@ def final_files(path: str | os.PathLike, stem: str) -> list[Path]:
 
 def is_shard_of(stem: str, name: str) -> bool:
     return name == stem or (name.startswith(stem + "_") and name[len(stem) + 1 :].isdigit())
-
-
-def check_failed(records: list[dict], pred_path, key_fn: Callable[[dict], str], allow_errors: bool) -> None:
-    """Refuse to score records of samples whose inference failed (field 'error') unless ``allow_errors``; with it,
-    say how many are scored as failed."""
-    failed = [record for record in records if "error" in record]
-    if not failed:
-        return
-    if not allow_errors:
-        raise ValueError(
-            f"{pred_path}: inference failed on {len(failed)} of {len(records)} samples (field 'error', e.g. "
-            f"{key_fn(failed[0])}): rerun inference to retry them, or pass --allow_errors to score them as failed"
-        )
-    logger.warning("%d of %d samples failed in inference: scored as failed answers", len(failed), len(records))

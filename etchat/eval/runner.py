@@ -42,6 +42,7 @@ from tqdm import tqdm
 from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
 from etchat.data.conversation import chat_prompt
 from etchat.data.sample_checks import Problem, report_problems
+from etchat.data.sample_checks import time_problem as sample_time_problem
 from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
@@ -57,7 +58,7 @@ from etchat.eval.run_record import (
     json_digest,
 )
 from etchat.hub import ModelNotFoundError
-from etchat.io import is_finite_number, remove_stale_temp_files, without_non_finite
+from etchat.io import remove_stale_temp_files, without_non_finite
 from etchat.locking import FileLock, LockHeldError
 from etchat.model.generation import (
     GenerationRequest,
@@ -238,24 +239,10 @@ def run_jobs(
     return records
 
 
-def _numbers(value) -> list:
-    """The leaves of a (nested) list of times."""
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _numbers(item)]
-    return [value]
-
-
 def time_problem(sample: dict, fields: tuple[str, ...], duration: float) -> str | None:
-    """Why the times of ``sample`` cannot be used with a video of ``duration`` seconds, or None."""
-    for name in fields:
-        if sample.get(name) is None:
-            continue
-        for time in _numbers(sample[name]):
-            if not is_finite_number(time):
-                return f"'{name}' holds {time!r}, not a finite time in seconds"
-            if not 0 <= time <= duration + TIME_SLACK:
-                return f"'{name}' holds {time} s, outside the video (0-{duration} s)"
-    return None
+    """Why the times of ``sample`` cannot be used with a video of ``duration`` seconds, or None (the checks of
+    training and the data check, `etchat.data.sample_checks.time_problem`, against the decoded video)."""
+    return sample_time_problem(sample, fields, duration=duration, slack=TIME_SLACK)
 
 
 def context_problem(item: LoadedJob, tokenizer, context: int | None, answer_room: int = 0) -> str | None:
