@@ -41,6 +41,18 @@ MATCHING_MODULES = ("embed_tokens", "lm_head", "frm_head", "vid_head")
 NUM_NAMES_SHOWN = 8
 
 
+def _unloadable_state_file(checkpoint: str) -> str:
+    """The optimizer or scheduler file of ``checkpoint`` that does not load (the folder when each loads alone)."""
+    for name in ("optimizer.pt", "scheduler.pt"):
+        path = os.path.join(checkpoint, name)
+        if os.path.isfile(path):
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - any failure names this file
+                return path
+    return f"the optimizer or scheduler state of {checkpoint}"
+
+
 class CheckpointResumeError(ValueError):
     """A checkpoint whose files are whole but do not load (a damaged optimizer.pt); the message names it."""
 
@@ -296,9 +308,9 @@ class ETChatTrainer(Trainer):
             super()._load_optimizer_and_scheduler(checkpoint)
         except Exception as error:  # a damaged file fails in the unpickler or the zip reader in many ways
             raise CheckpointResumeError(
-                f"cannot resume from {checkpoint}: its optimizer or scheduler state does not load "
-                f"({type(error).__name__}: {' '.join(str(error).split())[:300]}); remove that folder to resume from "
-                "an earlier checkpoint, or give another --output_dir to start afresh"
+                f"cannot resume: {_unloadable_state_file(checkpoint)} does not load ({type(error).__name__}: "
+                f"{' '.join(str(error).split()).split('. ')[0][:200]}); remove {checkpoint} to resume from an earlier "
+                "checkpoint, or give another --output_dir to start afresh"
             ) from error
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
