@@ -123,7 +123,8 @@ def test_an_impossible_upload_limit_is_one_line(tiny_checkpoint, capsys):
     from etchat.serve import demo
 
     assert demo.main(["--model_path", tiny_checkpoint, "--max_upload_mb", "0"]) == 2
-    assert capsys.readouterr().err.splitlines() == ["etchat.serve.demo: error: --max_upload_mb must be positive, got 0.0"]
+    expected = "etchat.serve.demo: error: --max_upload_mb must be positive, got 0.0"
+    assert capsys.readouterr().err.splitlines() == [expected]
 
 
 @pytest.fixture(scope="module")
