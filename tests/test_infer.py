@@ -623,6 +623,20 @@ def test_a_prompt_longer_than_the_context_is_a_per_sample_error(tiny_model, benc
     assert spy.queries == [ALL_SAMPLES[2]["q"]]
 
 
+def test_the_context_keeps_room_for_the_answer(tiny_model, bench, tmp_path, spy):
+    model, tokenizer = tiny_model
+    context = model.config.max_position_embeddings
+    sample = dict(ALL_SAMPLES[1])  # v1.mp4: 6 frames at 1 fps
+    needed = int((tokenize(etbench_infer.build_prompt(sample["q"]), tokenizer) >= 0).sum()) + VIDEO_SECONDS["v1.mp4"]
+    anno = write_annotations(tmp_path, [sample])
+    run_bench(tiny_model, bench, tmp_path / "fits", "--max_new_tokens", str(context - needed), anno=anno)
+    assert "error" not in load(tmp_path / "fits" / "etbench.json")[0]
+    run_bench(tiny_model, bench, tmp_path / "tight", "--max_new_tokens", str(context - needed + 1), anno=anno)
+    (record,) = load(tmp_path / "tight" / "etbench.json")
+    expected = f"room for the answer (--max_new_tokens {context - needed + 1}) need {context + 1} positions"
+    assert expected in record["error"]
+
+
 def run_main(benchmark, argv):
     with pytest.raises(SystemExit) as exit_info:
         runner.main(benchmark, argv)
