@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,6 +94,12 @@ def test_run_json_records_model_settings_version_and_environment(tiny_checkpoint
     from etchat.eval.etbench.predictions import prediction_files
 
     assert [p.name for p in prediction_files(tmp_path / "pred")[0]] == ["etbench.json"]
+    # Every file of the folder has the mode open() gives under the umask (0644 by default), and no lock is left.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    files = [p for p in (tmp_path / "pred").rglob("*") if p.is_file()]
+    assert {p.name for p in files} == {"run.json", "etbench.json", "etbench.jsonl", ".file_digests.json"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o666 & ~umask} == {}
 
 
 def test_the_weights_digest_is_cached_by_size_and_time(tiny_checkpoint, tmp_path):
@@ -273,3 +280,16 @@ def test_impossible_shard_options_are_one_line(bench, tmp_path, caplog):
     assert infer(bench, tmp_path, "unused", "--chunk", "2", "--index", "5") == runner.EXIT_BAD_INPUT
     (line,) = error_lines(caplog)
     assert "0 <= index < chunk, got index 5 and chunk 2" in line
+
+
+def test_a_partial_checkpoint_digest_covers_its_base(tiny_checkpoint, tmp_path):
+    from safetensors.torch import save_file
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    config = json.loads((Path(tiny_checkpoint) / "config.json").read_text())
+    (partial / "config.json").write_text(json.dumps({**config, "model_name_or_path": tiny_checkpoint}))
+    save_file({"model.qformer_proj.weight": torch.zeros(2, 2)}, str(partial / "pytorch_model.safetensors"))
+    weights, configs, _ = checkpoint_files(partial)
+    assert [label for label, _ in weights] == ["pytorch_model.safetensors", "base/model.safetensors"]
+    assert [label for label, _ in configs] == ["config.json"]
