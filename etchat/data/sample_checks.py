@@ -117,6 +117,23 @@ def span_pairs(texts: Sequence[str]) -> list[int]:
     return pairs
 
 
+def _walk_times(name: str, value, depth: int, check, flat: list) -> str | None:
+    """Check every time in ``value`` (a field's list of times, or of lists of them nested to any depth, such as E.T.
+    Bench's per-annotator lists of [start, end] windows); the field's own top-level times are collected in ``flat``."""
+    if not isinstance(value, list):
+        error = check(name, value)
+        if error is None and depth == 1:
+            flat.append(value)
+        return error
+    for item in value:
+        error = _walk_times(name, item, depth + 1, check, flat)
+        if error:
+            return error
+    if depth >= 1 and len(value) == 2 and not any(isinstance(item, list) for item in value) and value[0] > value[1]:
+        return f"'{name}' holds the span {value}, which ends before it starts"
+    return None
+
+
 def time_problem(
     sample: dict,
     fields: Sequence[str] = TIME_FIELDS,
@@ -126,28 +143,25 @@ def time_problem(
     within: str = "the video",
 ) -> str | None:
     """Why the times of ``sample`` cannot be used, or None: every time in ``fields`` (a list of seconds, or of
-    [start, end] spans) must be a finite number in ``[0, duration + slack]``, and every span, nested or written as
-    ``<vid> - <vid>`` in ``texts`` (whose tokens stand for the times of ``fields`` in order), must not end before
-    it starts. ``duration`` defaults to the sample's own."""
+    [start, end] spans, nested to any depth) must be a finite number in ``[0, duration + slack]``, and every span,
+    nested or written as ``<vid> - <vid>`` in ``texts`` (whose tokens stand for the top-level times of ``fields`` in
+    order), must not end before it starts. ``duration`` defaults to the sample's own."""
     if duration is None and _is_time(sample.get("duration")):
         duration = sample["duration"]
-    flat = []
+
+    def check(name, value):
+        return _time_error(name, value, duration, slack, within)
+
+    flat: list = []
     for name in fields:
         value = sample.get(name)
         if value is None:
             continue
         if not isinstance(value, list):
             return f"'{name}' holds {value!r}, not a list of times in seconds"
-        for item in value:
-            leaves = item if isinstance(item, list) else [item]
-            for leaf in leaves:
-                error = _time_error(name, leaf, duration, slack, within)
-                if error:
-                    return error
-            if isinstance(item, list) and len(item) == 2 and item[0] > item[1]:
-                return f"'{name}' holds the span {item}, which ends before it starts"
-            if not isinstance(item, list):
-                flat.append(item)
+        error = _walk_times(name, value, 0, check, flat)
+        if error:
+            return error
     for i in span_pairs(texts):
         if i + 1 < len(flat) and flat[i] > flat[i + 1]:
             return f"the span {MATCH_TOKEN} - {MATCH_TOKEN} of times {flat[i]} and {flat[i + 1]} ends before it starts"
