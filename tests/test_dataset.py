@@ -558,7 +558,8 @@ def test_sampler_errors():
 
 
 def test_data_loader_end_to_end(tmp_path, media, tokenizer):
-    samples = [VIDEO_SAMPLE, IMAGE_SAMPLE, TEXT_SAMPLE, TEXT_SAMPLE, VIDEO_SAMPLE, IMAGE_SAMPLE]
+    # A sample repeated whole would be skipped (docs/design.md §15): the second image sample is another one.
+    samples = [VIDEO_SAMPLE, IMAGE_SAMPLE, TEXT_SAMPLE, TEXT_SAMPLE, VIDEO_SAMPLE, {**IMAGE_SAMPLE, "id": "img-2"}]
     dataset = make_dataset(tmp_path, media, tokenizer, samples)
     sampler = ModalityGroupedSampler(dataset.lengths, dataset.modalities, batch_size=2, seed=0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=DataCollator(tokenizer))
