@@ -250,8 +250,7 @@ def score_to_file(scorer: Scorer, args: argparse.Namespace) -> dict | None:
     lock = None
     try:
         out = scorer.out_path(args)
-        files = scorer.input_files(args)
-        digest = _inputs_digest(scorer, args, files) if args.once else None
+        digest = _inputs_digest(scorer, args, scorer.input_files(args)) if args.once else None
         lock = FileLock(_side_path(out, LOCK_SUFFIX), f"scoring into {out}", extra={"inputs": digest})
         try:
             lock.acquire()
