@@ -142,6 +142,30 @@ def without_non_finite(value):
     return value
 
 
+def read_json_without_conflicts(path: str | os.PathLike) -> tuple[object, int]:
+    """A JSON file whose objects may not hold a key twice with different values (``json`` would silently keep the
+    last one): such a key is a ValueError naming it and the file. Returns the data and how many keys were written
+    twice with the same value (kept once)."""
+    repeats = 0
+
+    def pairs_hook(pairs):
+        nonlocal repeats
+        obj = {}
+        for key, value in pairs:
+            if key in obj:
+                if obj[key] != value:
+                    raise ValueError(f"{path}: key {key!r} appears twice with different values: remove the stale one")
+                repeats += 1
+                continue
+            obj[key] = value
+        return obj
+
+    try:
+        return json.loads(Path(path).read_text(), object_pairs_hook=pairs_hook), repeats
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
 def read_jsonl(path: str | os.PathLike, tolerate_cut_tail: bool = True) -> list[dict]:
     """Records of a JSON-lines file. A last line cut short by a crash is skipped with a warning (or an error when
     ``tolerate_cut_tail`` is off); a broken line elsewhere is an error naming the file and the line."""

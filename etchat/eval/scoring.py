@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from etchat.io import remove_stale_temp_files, write_json_atomic
+from etchat.io import read_json_without_conflicts, remove_stale_temp_files, write_json_atomic
 from etchat.locking import FileLock, LockHeldError, describe
 from etchat.version import project_version
 
@@ -146,25 +146,11 @@ def unique_records(
 
 
 def load_json_objects(path: str | os.PathLike, report: InputReport | None = None):
-    """A JSON file whose objects may not hold a key twice with different values (``json`` would keep the last one
-    silently): such a key is an error naming it; a key repeated with the same value is counted as a duplicate."""
-
-    def pairs_hook(pairs):
-        obj = {}
-        for key, value in pairs:
-            if key in obj:
-                if obj[key] != value:
-                    raise ValueError(f"{path}: key {key!r} appears twice with different values: remove the stale one")
-                if report is not None:
-                    report.duplicates += 1
-                continue
-            obj[key] = value
-        return obj
-
-    try:
-        return json.loads(Path(path).read_text(), object_pairs_hook=pairs_hook)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    """`etchat.io.read_json_without_conflicts`, its repeated keys counted as duplicates in ``report``."""
+    data, repeats = read_json_without_conflicts(path)
+    if report is not None:
+        report.duplicates += repeats
+    return data
 
 
 # ---- the command -----------------------------------------------------------------------------------------------------
