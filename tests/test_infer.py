@@ -560,7 +560,7 @@ def test_inference_script_on_cpu_with_the_tiny_checkpoint(tiny_checkpoint, bench
     subprocess.run(cmd, env=env, check=True, cwd=tmp_path)
     records = load(pred / "etbench.json")
     assert [{k: v for k, v in r.items() if k != "a"} for r in records] == ALL_SAMPLES
-    assert set(load(pred / "metrics.json")) == {"rar", "tvg"}
+    assert set(load(pred / "metrics.json")) == {"rar", "tvg", "input_report"}
 
 
 # --------------------------------------------------------------------------------------------------------------------
