@@ -450,7 +450,9 @@ def test_main_on_folder_with_missing_tasks_and_old_metrics(tmp_path):
     assert first["overall"] == second["overall"]
     assert first["overall"]["TVG (F1)"] == "100.0" and first["overall"]["RAR (Acc)"] == "-"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics == {"tvg": {"charades_sta": {**metrics["tvg"]["charades_sta"], "Total": 2, "F1": 1.0}}}
+    tasks = {key: value for key, value in metrics.items() if key != "input_report"}  # readers skip non-task keys
+    assert tasks == {"tvg": {"charades_sta": {**metrics["tvg"]["charades_sta"], "Total": 2, "F1": 1.0}}}
+    assert metrics["input_report"]["samples"] == 2 and metrics["input_report"]["lost"] == 0
     assert "Merged" in (tmp_path / "metrics.log").read_text()
 
 
@@ -503,6 +505,7 @@ def test_golden_file_scores_as_the_official_script(tmp_path, similarity, caption
 
     expected = json.loads((GOLDEN / "metrics.json").read_text())
     produced = json.loads((tmp_path / "metrics.json").read_text())
+    assert produced.pop("input_report")["lost"] == 0  # every scorer's metrics.json says what its input lacked
     assert [key for key in produced if key in tasks.TASKS] == list(expected)
     for task, sources in expected.items():
         assert list(produced[task]) == list(sources), task
@@ -579,12 +582,16 @@ def test_identical_copies_of_a_sample_are_scored_once(tmp_path):
     assert result["groups"]["tvg"]["charades_sta"]["F1"] == 0.5
 
 
-def test_samples_whose_inference_failed_are_refused_unless_allowed(tmp_path):
+def test_samples_whose_inference_failed_are_scored_as_failures_and_exit_1_unless_allowed(tmp_path, capsys):
     samples = [_tvg(0), _tvg(1, "", error="VideoReadError: Cannot read v.mp4: no such file")]
     (tmp_path / "etbench.json").write_text(json.dumps(samples))
-    with pytest.raises(SystemExit, match=r"inference failed on 1 of 2 samples .*tvg/charades_sta/1.*--allow_errors"):
+    with pytest.raises(SystemExit, match=r"1 of 2 samples were lost: 1 failed in inference .*tvg/charades_sta/1.*"
+                       "--allow_errors") as stop:  # fmt: skip
         compute_metrics.main([str(tmp_path)])
-    assert not (tmp_path / "metrics.json").exists()
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith("compute_metrics: 1 of 2 samples were lost")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["tvg"]["charades_sta"]["Failed"] == 1 and metrics["input_report"]["failed_inference"] == 1
     result = compute_metrics.main([str(tmp_path), "--allow_errors"])
     assert result["groups"]["tvg"]["charades_sta"]["Failed"] == 1  # the empty answer does not parse
     assert json.loads((tmp_path / "metrics.json").read_text())["tvg"]["charades_sta"]["Total"] == 2
@@ -597,6 +604,7 @@ def test_charades_scoring_refuses_duplicates_and_failed_samples(tmp_path):
     with pytest.raises(SystemExit, match=r"charades_sta_0\.json and .*charades_sta_1\.json"):
         eval_grounding.main([str(tmp_path)])
     (tmp_path / "charades_sta_1.json").write_text(json.dumps([{"idx": 1, "span": [0, 2], "pred": None, "error": "x"}]))
-    with pytest.raises(SystemExit, match="inference failed on 1 of 2"):
+    with pytest.raises(SystemExit, match="1 of 2 samples were lost: 1 failed in inference") as stop:
         eval_grounding.main([str(tmp_path)])
+    assert stop.value.code == 1
     assert eval_grounding.main([str(tmp_path), "--allow_errors"])["Failed"] == 1

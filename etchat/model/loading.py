@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from etchat.constants import MATCH_TOKEN
 from etchat.hub import resolve_file, resolve_model
-from etchat.io import file_problem
+from etchat.io import file_problem, give_default_modes
 from etchat.model.eva_vit import load_eva_vit_weights
 from etchat.model.modeling_etchat import LANGUAGE_MODELS
 from etchat.model.qformer import hf_to_published_key, published_to_hf_key
@@ -317,3 +317,4 @@ def save_etchat(model, tokenizer, output_dir: str, state_dict: dict | None = Non
     state_dict = {hf_to_published_key(k): v for k, v in (state_dict or model.state_dict()).items()}
     model.save_pretrained(output_dir, state_dict=state_dict, save_original_format=False)
     tokenizer.save_pretrained(output_dir)
+    give_default_modes(output_dir)  # the safetensors writer makes its files readable by their owner only
