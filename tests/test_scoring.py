@@ -89,9 +89,10 @@ def fast_dvc(monkeypatch):
         from etchat.eval.dvc.formats import parse_submission
 
         _, report = parse_submission(submission, references, source, max_proposals)
-        return {name: 0.0 for name in dvc.HEADLINE}, report
+        return {name: 0.0 for name in dvc.HEADLINE}, report, None
 
-    monkeypatch.setattr(dvc, "evaluate", fake_evaluate)
+    monkeypatch.setattr(dvc, "evaluate_with_samples", fake_evaluate)
+    monkeypatch.setattr(dvc, "record_scoring", lambda *args: None)  # stand-in scores have no per-video statistics
 
 
 @pytest.mark.parametrize("kind", list(MAINS))
@@ -242,13 +243,13 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_once_leaves_the_scoring_to_the_process_scoring_the_same_inputs(tmp_path, monkeypatch):
     calls = []
-    real_evaluate = etbench.evaluate
+    real_evaluate = etbench.evaluate_with_samples
 
     def fake_evaluate(groups, **kw):
         calls.append(1)
         return real_evaluate(groups, **kw)
 
-    monkeypatch.setattr(etbench, "evaluate", fake_evaluate)
+    monkeypatch.setattr(etbench, "evaluate_with_samples", fake_evaluate)
     (tmp_path / "etbench.json").write_text(json.dumps([tvg(0), tvg(1)]))
     args = etbench.parse_args([str(tmp_path), "--once"])
     digest = scoring._inputs_digest(etbench.scorer(), args, [tmp_path / "etbench.json"])

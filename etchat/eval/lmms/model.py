@@ -53,7 +53,7 @@ class Answers:
     def key_fn(record: dict) -> str:
         return record["key"]
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict, input_digest: str | None = None) -> None:
         self.records[record["key"]] = record
 
 
