@@ -196,6 +196,9 @@ def run(args, run_one) -> str:
     if args.repeats:
         rows, outputs = _compare_runs(args, source, work_dir)
         sections.append(_comparison(args, rows, outputs))
+        # The comparison takes most of an hour: it is kept even if the profile below fails.
+        (work_dir / "comparison.md").write_text("\n\n".join(sections) + "\n")
+        logger.info(f"Wrote {work_dir / 'comparison.md'}")
     if args.profile_runs:
         run_dir = _fresh_copy(source, work_dir / "profile")
         config = {"pred_file": str(run_dir / source.name), "device": args.device, "runs": args.profile_runs}

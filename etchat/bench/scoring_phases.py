@@ -150,7 +150,7 @@ def instrument(clock: PhaseClock) -> dict:
 
     Meteor.set_scores, dense_captioning.ptb_tokenize = timed_set_scores, tokenize_with_cpu
     for name, spec in list(tasks.TASKS.items()):
-        tasks.TASKS[name] = dataclasses.replace(spec, score=clock.wrap(f"task {name}", spec.score))
+        tasks.TASKS[name] = dataclasses.replace(spec, measure=clock.wrap(f"task {name}", spec.measure))
     return counters
 
 
