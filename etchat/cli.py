@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TextIO
 
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MESSAGE_FORMAT = "%(message)s"  # commands whose log is their report (the scorers, the results report)
+
+
+def shard_log_format(index: int, chunk: int) -> str:
+    """LOG_FORMAT with the shard in every line, for the processes of a sharded run."""
+    return f"%(asctime)s [shard {index}/{chunk}] %(levelname)s %(name)s: %(message)s"
 
 
 def add_model_path_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -49,5 +56,11 @@ def resolve_device_dtype(device: str | None, dtype: str | None = "auto") -> tupl
     return device, DTYPES[dtype]
 
 
-def setup_logging(level: int = logging.INFO, fmt: str = LOG_FORMAT) -> None:
-    logging.basicConfig(level=level, format=fmt, force=True)
+def setup_logging(
+    level: int = logging.INFO, *, fmt: str = LOG_FORMAT, stream: TextIO | None = None, force: bool = False
+) -> None:
+    """The logging set-up of every command: the root logger at `level`, lines in `fmt` (time, level, logger, message)
+    on stderr, or on `stream` (the scorers log to stdout: their log is their report). Without `force` an existing
+    set-up (an embedding program's, pytest's) is kept; `force` replaces it (training: libraries imported before it
+    may have configured the root logger)."""
+    logging.basicConfig(level=level, format=fmt, stream=stream, force=force)

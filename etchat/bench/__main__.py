@@ -15,6 +15,7 @@ from etchat.bench.models import GEOMETRIES
 from etchat.bench.report import DEFAULT_OUTPUT, append_section, build_section, command_line, machine_info
 from etchat.bench.runner import run_in_process, run_isolated
 from etchat.bench.workload import DEFAULT_VIDEO_DIR
+from etchat.cli import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.scenario != "all":
         scenario_args = [(args.scenario, args, argv)]
     else:

@@ -48,6 +48,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from etchat.cli import MESSAGE_FORMAT, setup_logging
+
 logger = logging.getLogger(__name__)
 
 # The released compute_metrics.py, as the copy public in THUNLP-MT/MUSEG (data/eval/et_bench/) holds it.
@@ -220,7 +222,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     pin_hash_seed(args.hash_seed)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(fmt=MESSAGE_FORMAT)
     run(args)
 
 

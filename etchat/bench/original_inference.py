@@ -69,6 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
+from etchat.cli import setup_logging
+
 logger = logging.getLogger(__name__)
 
 SEED = 0
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--attention", action="store_true", help="measure the attention window (see above)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     out = Path(args.out)
     inputs = write_inputs(out / "inputs")
     if args.attention:

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 
+from etchat.cli import setup_logging
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ def main(argv=None) -> None:
     parser.add_argument("config", help="JSON file with the config")
     parser.add_argument("result", help="JSON file to write the result to")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     with open(args.config) as f:
         config = json.load(f)
     result = run_in_process(args.target, config)

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     from etchat.cli import setup_logging
 
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(force=True)
     options = data_options(args)
     findings = read_findings(args.annotations, args.video_root, options)
     check_videos(findings, options, args.decode, args.workers)

@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from etchat.cli import setup_logging
 from etchat.data.tokenization import format_seconds
 from etchat.io import read_jsonl, read_records
 
@@ -255,7 +256,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     records = select_records(load_records(args.pred_path), args.idx, args.task, args.source)
     if not records:
         wanted = f"--idx {args.idx} --task {args.task} --source {args.source}"

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
+from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype, setup_logging, shard_log_format
 from etchat.data.conversation import chat_prompt
 from etchat.data.sample_checks import Problem, report_problems
 from etchat.data.sample_checks import time_problem as sample_time_problem
@@ -426,10 +426,7 @@ def build_parser(benchmark: Benchmark, description: str | None) -> argparse.Argu
 
 def setup(args: argparse.Namespace) -> None:
     """Logging with the shard in every line."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s [shard {args.index}/{args.chunk}] %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(fmt=shard_log_format(args.index, args.chunk))
 
 
 def check_options(args: argparse.Namespace) -> None:

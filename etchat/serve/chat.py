@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from etchat.data.tokenization import format_seconds
-from etchat.serve.options import add_session_args, report_input_error, setup_logging
+from etchat.serve.options import add_session_args, report_input_error, setup_session_logging
 from etchat.serve.session import (
     ChatInputError,
     VideoChat,
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    setup_session_logging(args.verbose)
     try:
         run(args)
     except ChatInputError as error:

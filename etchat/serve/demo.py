@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from etchat.data.tokenization import format_seconds
 from etchat.data.video import VideoClip
 from etchat.serve.answer import ChatAnswer
-from etchat.serve.options import add_session_args, report_input_error, setup_logging
+from etchat.serve.options import add_session_args, report_input_error, setup_session_logging
 from etchat.serve.session import (
     MAX_QUESTION_CHARS,
     ChatInputError,
@@ -292,7 +292,7 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    setup_session_logging(args.verbose)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing may phone home
     try:
         max_file_size = max_upload_bytes(args.max_upload_mb)

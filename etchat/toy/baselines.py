@@ -20,6 +20,7 @@ import logging
 import random
 from pathlib import Path
 
+from etchat.cli import setup_logging
 from etchat.eval.dvc.infer import load_videos
 from etchat.eval.etbench.infer import load_annotations
 from etchat.eval.etbench.scorers import OPTION_LETTERS
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
         "runs", nargs="+", metavar="NAME=DIR", help="a run folder holding etbench/ (and qvhighlights/, dvc/)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.command == "random_spans":
         random_spans(args.annotations, args.out_dir, args.seed, args.benchmark)
         return

@@ -14,6 +14,7 @@ import logging
 import random
 from pathlib import Path
 
+from etchat.cli import setup_logging
 from etchat.eval.etbench.scorers import OPTION_LETTERS
 from etchat.io import write_json_atomic
 
@@ -297,7 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     args = parse_args(argv)
     samples = make_predictions(args.scale, args.seed)
     out = Path(args.out)

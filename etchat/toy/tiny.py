@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
+from etchat.cli import setup_logging
 from etchat.io import give_default_modes, write_json_atomic
 from etchat.model.eva_vit import EVAVisionTransformer
 from etchat.model.qformer import QFormer, hf_to_published_key
@@ -216,7 +217,7 @@ def main(argv=None) -> None:
     parser.add_argument("--print_args", action="store_true", help="print the train.py flags of an existing base")
     parser.add_argument("--save_untrained", metavar="DIR", help="save an untrained E.T. Chat built from the base")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.print_args or args.save_untrained:
         with open(os.path.join(args.out_dir, "tiny.json")) as f:
             spec = json.load(f)

@@ -21,6 +21,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser
 
+from etchat.cli import setup_logging
 from etchat.hub import ResolvedModel, resolve_model
 from etchat.model.loading import (
     ADAPTER_FILE,
@@ -228,10 +229,9 @@ def check_save_format(model_args: ModelArguments, training_args: TrainingArgumen
         )
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
+def setup_training_logging(training_args: TrainingArguments) -> None:
     """Our messages at INFO on the main process only; transformers at the level TrainingArguments asks for."""
-    level = logging.INFO if training_args.should_log else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    setup_logging(logging.INFO if training_args.should_log else logging.WARNING, force=True)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
 
@@ -240,7 +240,7 @@ def prepare(argv: list[str]):
     init_cpu_distributed(argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    setup_logging(training_args)
+    setup_training_logging(training_args)
     check_save_format(model_args, training_args)
 
     from etchat.data.collator import DataCollator

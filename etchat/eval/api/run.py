@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from etchat.cli import setup_logging, shard_log_format
 from etchat.constants import MATCH_TOKEN
 from etchat.data.sample_checks import report_problems
 from etchat.eval.answers import TEXT_BENCHMARKS, TextBenchmark
@@ -360,10 +361,7 @@ def main(argv: list[str] | None = None) -> ShardResult:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s [shard {args.index}/{args.chunk}] %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(fmt=shard_log_format(args.index, args.chunk))
     try:
         result = run(args)
     except (OSError, ValueError, EndpointError) as error:

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from etchat.cli import MESSAGE_FORMAT, setup_logging
 from etchat.eval.report.analysis import BenchmarkResult, analyse_benchmark
 from etchat.eval.report.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
 from etchat.eval.report.document import benchmark_lines, header_lines, protocol_lines
@@ -121,7 +122,7 @@ def make_report(args: argparse.Namespace, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """The command line: bad input is one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(fmt=MESSAGE_FORMAT)
     args = parse_args(argv)
     command = "python -m etchat.eval.report " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:

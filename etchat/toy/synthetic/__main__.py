@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 
 from etchat.cli import setup_logging
 from etchat.toy.synthetic import __doc__ as PACKAGE_DOC
@@ -27,7 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    setup_logging(logging.INFO)
+    setup_logging(force=True)
     args = parse_args(argv)
     fields = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(SyntheticConfig)}
     fields["tasks"] = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
