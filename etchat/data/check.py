@@ -141,12 +141,18 @@ def check_benchmark(path: str, video_root: str) -> Findings:
 
 
 # ---- the videos ------------------------------------------------------------------------------------------------------
-def check_videos(findings: Findings, options: DataArguments, decode: bool, workers: int) -> None:
+def check_videos(
+    findings: Findings,
+    options: DataArguments,
+    decode: bool,
+    workers: int,
+    vision_processor: str = "clip_center_224",
+) -> None:
     """Probe (or decode) every video once, in ``workers`` threads, and add the problems of the samples using it.
     Decoding reads the 1 fps frames at the size the model's transform takes, as training and inference do."""
     from etchat.data.transforms import build_transform
 
-    short_side = build_transform(options.vision_processor, inference=True).size
+    short_side = build_transform(vision_processor, inference=True).size
     users: dict[str, list[Sample]] = {}
     for sample in findings.samples:
         if sample.video is not None:
@@ -239,14 +245,8 @@ def data_options(args: argparse.Namespace) -> DataArguments:
     for name in FILTERS:
         if getattr(args, name) is not None:
             filters[name] = getattr(args, name)
-    if isinstance(filters.get("tasks"), str):
-        filters["tasks"] = [t for t in filters["tasks"].split(",") if t]
     return DataArguments(
-        image_folder=args.image_path,
-        video_folder=args.video_root,
-        gather_conv_query=args.gather_conv_query,
-        vision_processor=args.vision_processor,
-        **filters,
+        image_path=args.image_path, video_path=args.video_root, gather_conv_query=args.gather_conv_query, **filters
     )
 
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(force=True)
     options = data_options(args)
     findings = read_findings(args.annotations, args.video_root, options)
-    check_videos(findings, options, args.decode, args.workers)
+    check_videos(findings, options, args.decode, args.workers, args.vision_processor)
     print(format_report(args.annotations, findings))
     if args.report:
         write_json_atomic(
