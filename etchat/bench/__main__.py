@@ -60,7 +60,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m etchat.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     subparsers = parser.add_subparsers(dest="scenario", required=True)
     for name, (module, help_text) in SCENARIOS.items():
         sub = subparsers.add_parser(

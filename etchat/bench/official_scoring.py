@@ -58,7 +58,7 @@ SENTENCE_MODEL_IDS = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v
 PTB_FILES = ("ptbtokenizer.py", "stanford-corenlp-3.4.1.jar")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.bench.official_scoring",
         description=__doc__,
@@ -76,7 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="local variant, not the release: a recognised wrong letter ends the multiple-choice search",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def pin_hash_seed(hash_seed: int) -> None:  # (e)

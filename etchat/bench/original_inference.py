@@ -449,7 +449,7 @@ def compare_attention(python: str, inputs: dict[str, Path], out: Path) -> str:
     return format_table(list(rows[0]), rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.bench.original_inference",
         description=__doc__,
@@ -462,6 +462,11 @@ def main(argv: list[str] | None = None) -> None:
         "--reference", help="copy etbench.json and frames.json to this folder (e.g. tests/reference/original_inference)"
     )
     parser.add_argument("--attention", action="store_true", help="measure the attention window (see above)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
     out = Path(args.out)

@@ -47,12 +47,19 @@ def run_in_process(target: str, config: dict) -> dict:
     return function(config)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Run one benchmark configuration (used by python -m etchat.bench).")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.bench.runner",
+        description="Run one benchmark configuration (used by python -m etchat.bench).",
+    )
     parser.add_argument("target", help="module:function to call with the config dict")
     parser.add_argument("config", help="JSON file with the config")
     parser.add_argument("result", help="JSON file to write the result to")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     setup_logging(logging.WARNING)
     with open(args.config) as f:
         config = json.load(f)

@@ -1,6 +1,6 @@
 """Timeline plots of video answers: ground-truth and predicted spans, matched times and `<vid>` similarity curves.
 
-    python -m etchat.eval.plot work_dirs/etchat-stage-3/etbench/etbench.json --idx 0 5 --task tvg --out plots \
+    python -m etchat.eval.plot work_dirs/etchat-stage-3/etbench/etbench.json --idx 0 5 --task tvg --out plots \\
         [--data_path data/etbench/videos]
 
 ``plot_timeline`` draws one figure from plain values and is what the chat CLI calls; ``plot_record`` derives those
@@ -242,7 +242,7 @@ def select_records(records: list[dict], idx=None, task=None, source=None) -> lis
     ]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pred_path", help="prediction file (.json) or journal (.jsonl)")
     parser.add_argument("--idx", type=int, nargs="+", help="sample idx values to draw (default: the first --limit)")
@@ -251,7 +251,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=10, help="at most this many plots")
     parser.add_argument("--data_path", help="video root, for thumbnails")
     parser.add_argument("--out", required=True, help="output folder for the PNG files")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> list[Path]:

@@ -383,8 +383,11 @@ def failure_line(result: ShardResult) -> str | None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def build_parser(benchmark: Benchmark, description: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(benchmark: Benchmark, description: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """The inference command of `benchmark`; `prog` is the command a user types (python -m etchat.eval.X.infer)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--anno_path", required=True, help="annotation file (or folder of them)")
     parser.add_argument("--data_path", required=True, help="video root folder")
     parser.add_argument("--pred_path", required=True, help=f"folder the {benchmark.stem}*.json predictions go to")
@@ -576,10 +579,12 @@ def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=No
 INPUT_ERRORS = (OSError, ValueError, CheckpointMismatchError, LockHeldError, ModelNotFoundError, RunMismatchError)
 
 
-def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> ShardResult:
+def main(
+    benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None, prog: str | None = None
+) -> ShardResult:
     """The command line; exits with a non-zero status, after writing everything, when samples were skipped or
     failed. Input a user can get wrong (options, files, a folder of another run) is one line and exit status 2."""
-    args = build_parser(benchmark, description).parse_args(argv)
+    args = build_parser(benchmark, description, prog).parse_args(argv)
     setup(args)
     try:
         check_options(args)

@@ -236,7 +236,7 @@ def build_demo(backend: DemoBackend):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.serve.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -246,7 +246,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max_upload_mb", type=float, default=MAX_UPLOAD_MB, help="larger uploads are refused by the server"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def max_upload_bytes(megabytes: float) -> int:

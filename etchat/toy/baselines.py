@@ -143,8 +143,11 @@ def summary(named_dirs: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Random-span baselines and score summaries of quickstart runs.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.toy.baselines",
+        description="Random-span baselines and score summaries of quickstart runs.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     rand = commands.add_parser("random_spans", help="answer every sample at random in its task's format")
     rand.add_argument("annotations", help="annotation file or folder (annotations/vid for E.T. Bench)")
@@ -155,6 +158,11 @@ def main(argv=None) -> None:
     summ.add_argument(
         "runs", nargs="+", metavar="NAME=DIR", help="a run folder holding etbench/ (and qvhighlights/, dvc/)"
     )
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "random_spans":

@@ -289,12 +289,19 @@ def make_predictions(scale: float = 1.0, seed: int = 0) -> list[dict]:
     return samples
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write a seeded synthetic E.T. Bench prediction file (20 groups).")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.toy.predictions",
+        description="Write a seeded synthetic E.T. Bench prediction file (20 groups).",
+    )
     parser.add_argument("--out", required=True, help="output .json path")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each group's real size (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -204,9 +204,10 @@ def save_untrained(spec: dict, out_dir: str, seed: int = 0) -> None:
     save_etchat(*build_untrained(spec), out_dir)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Write tiny E.T. Chat base weights in the published formats (for tests and the quickstart)."
+        prog="python -m etchat.toy.tiny",
+        description="Write tiny E.T. Chat base weights in the published formats (for tests and the quickstart).",
     )
     parser.add_argument("out_dir", help="folder for the base weights (or an existing one, with the options below)")
     parser.add_argument(
@@ -216,7 +217,11 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="test", help="toy geometry")
     parser.add_argument("--print_args", action="store_true", help="print the train.py flags of an existing base")
     parser.add_argument("--save_untrained", metavar="DIR", help="save an untrained E.T. Chat built from the base")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     setup_logging()
     if args.print_args or args.save_untrained:
         with open(os.path.join(args.out_dir, "tiny.json")) as f:

@@ -1,6 +1,6 @@
 """Any OpenAI-compatible chat endpoint on E.T. Bench and the other benchmarks (docs/design.md §19).
 
-    python -m etchat.eval.api --model gpt-4o --benchmark etbench --subset \
+    python -m etchat.eval.api --model gpt-4o --benchmark etbench --subset \\
         --anno_path data/etbench/annotations/txt --data_path data/etbench/videos --pred_path work_dirs/gpt-4o/etbench
     python compute_metrics.py work_dirs/gpt-4o/etbench
 

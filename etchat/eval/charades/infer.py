@@ -1,7 +1,7 @@
 """Charades-STA moment retrieval inference (docs/design.md §10), run by the shared runner.
 
-    python -m etchat.eval.charades.infer --anno_path data/charades/charades_sta_test.txt \
-        --data_path data/charades/videos --pred_path work_dirs/etchat-stage-3/charades_sta \
+    python -m etchat.eval.charades.infer --anno_path data/charades/charades_sta_test.txt \\
+        --data_path data/charades/videos --pred_path work_dirs/etchat-stage-3/charades_sta \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 Test file lines are ``VID start end##sentence``; the video is ``<data_path>/VID.mp4``. The question is
@@ -112,4 +112,4 @@ CHARADES_STA = Benchmark(
 
 
 if __name__ == "__main__":
-    main(CHARADES_STA, description=__doc__)
+    main(CHARADES_STA, description=__doc__, prog="python -m etchat.eval.charades.infer")

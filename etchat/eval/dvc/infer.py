@@ -1,8 +1,8 @@
 """Dense video captioning inference on YouCook2 and ActivityNet Captions (docs/design.md §17), run by the shared
 runner (`etchat.eval.runner`).
 
-    python -m etchat.eval.dvc.infer --anno_path data/youcook2/youcookii_annotations_trainval.json \
-        --data_path data/youcook2/videos --pred_path work_dirs/etchat-stage-3/youcook2 \
+    python -m etchat.eval.dvc.infer --anno_path data/youcook2/youcookii_annotations_trainval.json \\
+        --data_path data/youcook2/videos --pred_path work_dirs/etchat-stage-3/youcook2 \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 Annotations: YouCook2's released file (its ``validation`` videos, asked `prompts.YOUCOOK2_QUESTION`) or an
@@ -101,4 +101,4 @@ DENSE_CAPTIONING = Benchmark(
 
 
 if __name__ == "__main__":
-    main(DENSE_CAPTIONING, description=__doc__)
+    main(DENSE_CAPTIONING, description=__doc__, prog="python -m etchat.eval.dvc.infer")

@@ -1,7 +1,7 @@
 """E.T. Bench inference (docs/design.md §8), run by the shared runner (`etchat.eval.runner`).
 
-    python -m etchat.eval.etbench.infer --anno_path data/etbench/annotations/vid \
-        --data_path data/etbench/videos_compressed --pred_path work_dirs/etchat-stage-3/etbench \
+    python -m etchat.eval.etbench.infer --anno_path data/etbench/annotations/vid \\
+        --data_path data/etbench/videos_compressed --pred_path work_dirs/etchat-stage-3/etbench \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 The published protocol: phi3 prompt ``<image>\\n{q}`` with an open assistant turn; for the tasks whose spec says so
@@ -132,4 +132,4 @@ ETBENCH = Benchmark(
 
 
 if __name__ == "__main__":
-    main(ETBENCH, description=__doc__)
+    main(ETBENCH, description=__doc__, prog="python -m etchat.eval.etbench.infer")

@@ -1,7 +1,7 @@
 """QVHighlights inference (docs/design.md §16), run by the shared runner (`etchat.eval.runner`).
 
-    python -m etchat.eval.qvhighlights.infer --anno_path data/qvhighlights/highlight_val_release.jsonl \
-        --data_path data/qvhighlights/videos --pred_path work_dirs/etchat-stage-3/qvhighlights \
+    python -m etchat.eval.qvhighlights.infer --anno_path data/qvhighlights/highlight_val_release.jsonl \\
+        --data_path data/qvhighlights/videos --pred_path work_dirs/etchat-stage-3/qvhighlights \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 Annotations: the Moment-DETR ``.jsonl`` (``qid``, ``query``, ``vid``, ``duration``, and in the val split the ground
@@ -129,4 +129,4 @@ QVHIGHLIGHTS = Benchmark(
 
 
 if __name__ == "__main__":
-    main(QVHIGHLIGHTS, description=__doc__)
+    main(QVHIGHLIGHTS, description=__doc__, prog="python -m etchat.eval.qvhighlights.infer")

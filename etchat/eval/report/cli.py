@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = "report.md"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.eval.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
     parser.add_argument("--reference", help="the setting the others are compared with (default: the first)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 < args.level < 1:
         parser.error("--level must lie between 0 and 1")

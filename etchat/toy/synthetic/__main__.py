@@ -10,7 +10,7 @@ from etchat.toy.synthetic import __doc__ as PACKAGE_DOC
 from etchat.toy.synthetic.dataset import SyntheticConfig, generate
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.toy.synthetic", description=PACKAGE_DOC, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -22,7 +22,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.add_argument(f"--{spec.name}", type=int, default=spec.default, help=spec.metadata["help"])
     parser.add_argument("--workers", type=int, default=None, help="encoding processes (default: number of cores)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate even if the folder already matches")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> dict:
