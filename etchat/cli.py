@@ -36,6 +36,12 @@ def add_model_path_arg(parser: argparse.ArgumentParser, required: bool = True) -
     )
 
 
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
+    """Accept `old`, a former name of the flag whose value goes to `dest`, without showing it in --help (scripts
+    written before the rename keep working; docs/design.md §12 lists them)."""
+    parser.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     parser.add_argument(

@@ -14,7 +14,8 @@
 #   DTYPE               float16, bfloat16 or float32 [float16 with GPUs; float32 on CPU, where gloo replaces nccl]
 #   DEEPSPEED_CONFIG    [scripts/zero2.json]; zero2_offload / zero3 / zero3_offload.json are alternatives, and
 #                       "none" trains with plain DDP
-#   NUM_WORKERS         data loader processes per training process [4]
+#   WORKERS             data loader processes per training process (--dataloader_num_workers) [4]; NUM_WORKERS,
+#                       the old name, is still read
 #   EXTRA_ARGS          more flags for etchat.train.train, appended last so they override the stage's, split on
 #                       whitespace (e.g. "--max_steps 20 --save_steps 10 --report_to none"); the published
 #                       --per_device_train_batch_size and --gradient_accumulation_steps there enter the arithmetic
@@ -134,7 +135,7 @@ launch_training() {
     run_or_print torchrun --nnodes "$nnodes" --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}" \
         --master_port "$port" --nproc_per_node "$nproc" -m etchat.train.train "$@" \
         --per_device_train_batch_size "$per_device" --gradient_accumulation_steps "$grad_accum" \
-        --dataloader_num_workers "${NUM_WORKERS:-4}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
+        --dataloader_num_workers "${WORKERS:-${NUM_WORKERS:-4}}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
 }
 
 # The visible GPUs, one per line (none when CUDA_VISIBLE_DEVICES is "" or negative, or no GPU is found).

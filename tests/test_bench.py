@@ -21,7 +21,7 @@ from etchat.constants import VIDEO_TOKEN_INDEX
 
 
 def _common(tmp_path, output):
-    return ["--video_dir", str(tmp_path / "videos"), "--video_size", "64", "--output", str(output)]
+    return ["--video_dir", str(tmp_path / "videos"), "--video_size", "64", "--out", str(output)]
 
 
 def test_infer_prints_table_and_appends_section(tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_train_prints_table_and_appends_section(tmp_path, capsys):
 
 def test_video_prints_table_and_appends_section(tmp_path, capsys):
     output = tmp_path / "benchmarks.md"
-    argv = ["video", "--videos", "2", "--seconds", "3", "--threads", "2", "--in_process"]
+    argv = ["video", "--videos", "2", "--seconds", "3", "--video_decode_threads", "2", "--in_process"]
     main(argv + _common(tmp_path, output))
 
     printed = capsys.readouterr().out

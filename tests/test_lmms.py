@@ -214,7 +214,7 @@ def etchat_lmms(tiny_checkpoint):
 
 def runner_records(benchmark, model, tokenizer, anno, videos, pred):
     argv = ["--anno_path", str(anno), "--data_path", str(videos), "--pred_path", str(pred), "--model_path", "-",
-            "--num_workers", "0", "--greedy", "--max_new_tokens", "8", "--batch_size", "2"]  # fmt: skip
+            "--workers", "0", "--greedy", "--max_new_tokens", "8", "--batch_size", "2"]  # fmt: skip
     return runner.run(benchmark, runner.build_parser(benchmark, None).parse_args(argv), model, tokenizer).records
 
 

@@ -242,13 +242,13 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_once_leaves_the_scoring_to_the_process_scoring_the_same_inputs(tmp_path, monkeypatch):
     calls = []
-    real_evaluate = etbench.evaluate
+    real_evaluate = etbench.evaluate_with_samples  # what the command scores with
 
     def fake_evaluate(groups, **kw):
         calls.append(1)
         return real_evaluate(groups, **kw)
 
-    monkeypatch.setattr(etbench, "evaluate", fake_evaluate)
+    monkeypatch.setattr(etbench, "evaluate_with_samples", fake_evaluate)
     (tmp_path / "etbench.json").write_text(json.dumps([tvg(0), tvg(1)]))
     args = etbench.parse_args([str(tmp_path), "--once"])
     digest = scoring._inputs_digest(etbench.scorer(), args, [tmp_path / "etbench.json"])

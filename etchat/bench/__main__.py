@@ -15,7 +15,7 @@ from etchat.bench.models import GEOMETRIES
 from etchat.bench.report import DEFAULT_OUTPUT, append_section, build_section, command_line, machine_info
 from etchat.bench.runner import run_in_process, run_isolated
 from etchat.bench.workload import DEFAULT_VIDEO_DIR
-from etchat.cli import setup_logging
+from etchat.cli import add_old_spelling, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=224,
         help="short side of the generated videos (E.T. Bench's compressed videos: 224)",
     )
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Markdown file the section is appended to")
+    parser.add_argument("--out", default=DEFAULT_OUTPUT, help="Markdown file the section is appended to")
+    add_old_spelling(parser, "--output", "out")
     parser.add_argument("--no_append", action="store_true", help="only print the table")
     parser.add_argument(
         "--in_process",
@@ -100,8 +101,8 @@ def run_scenario(name: str, args, argv) -> str:
     section = build_section(title, command_line(argv), machine, body)
     print(section)
     if not args.no_append:
-        append_section(args.output, section)
-        logger.info("appended to %s", args.output)
+        append_section(args.out, section)
+        logger.info("appended to %s", args.out)
     return section
 
 

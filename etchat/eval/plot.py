@@ -1,6 +1,6 @@
 """Timeline plots of video answers: ground-truth and predicted spans, matched times and `<vid>` similarity curves.
 
-    python -m etchat.eval.plot work_dirs/etchat-stage-3/etbench/etbench.json --idx 0 5 --task tvg --out plots \\
+    python -m etchat.eval.plot work_dirs/etchat-stage-3/etbench/etbench.json --idx 0 5 --task tvg --output_dir plots \\
         [--data_path data/etbench/videos]
 
 ``plot_timeline`` draws one figure from plain values and is what the chat CLI calls; ``plot_record`` derives those
@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from etchat.cli import setup_logging
+from etchat.cli import add_old_spelling, setup_logging
 from etchat.data.tokenization import format_seconds
 from etchat.io import read_jsonl, read_records
 
@@ -250,12 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", help="only samples of this source")
     parser.add_argument("--limit", type=int, default=10, help="at most this many plots")
     parser.add_argument("--data_path", help="video root, for thumbnails")
-    parser.add_argument("--out", required=True, help="output folder for the PNG files")
+    parser.add_argument("--output_dir", help="folder for the PNG files (required)")
+    add_old_spelling(parser, "--out", "output_dir")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.output_dir:
+        parser.error("the following arguments are required: --output_dir")
+    return args
 
 
 def main(argv=None) -> list[Path]:
@@ -265,7 +270,7 @@ def main(argv=None) -> list[Path]:
     if not records:
         wanted = f"--idx {args.idx} --task {args.task} --source {args.source}"
         raise SystemExit(f"{args.pred_path}: no sample matches {wanted}")
-    return plot_records(records[: args.limit], args.out, args.data_path)
+    return plot_records(records[: args.limit], args.output_dir, args.data_path)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from etchat.cli import setup_logging
+from etchat.cli import add_old_spelling, setup_logging
 from etchat.toy.synthetic import __doc__ as PACKAGE_DOC
 from etchat.toy.synthetic.dataset import SyntheticConfig, generate
 
@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.toy.synthetic", description=PACKAGE_DOC, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--out", default="data/synthetic", help="output folder")
+    parser.add_argument("--output_dir", default="data/synthetic", help="folder the data set is written to")
+    add_old_spelling(parser, "--out", "output_dir")
     for spec in dataclasses.fields(SyntheticConfig):
         if spec.name == "tasks":
             parser.add_argument("--tasks", default=",".join(spec.default), help=f"comma-separated, from {spec.default}")
@@ -34,7 +35,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     fields = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(SyntheticConfig)}
     fields["tasks"] = tuple(task.strip() for task in args.tasks.split(",") if task.strip())
-    return generate(args.out, SyntheticConfig(**fields), workers=args.workers, overwrite=args.overwrite)
+    return generate(args.output_dir, SyntheticConfig(**fields), workers=args.workers, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":
