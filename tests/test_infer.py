@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from etchat.data.etbench import load_annotations
 from etchat.data.tokenization import tokenize
 from etchat.eval import runner
 from etchat.eval.charades import infer as charades_infer
@@ -303,11 +304,11 @@ def test_annotation_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"idx": 0, "task": "tvg", "source": "s", "video": "v.mp4"}]))
     with pytest.raises(ValueError, match=r"bad\.json: sample #0 lacks q"):
-        etbench_infer.load_annotations(bad)
+        load_annotations(bad)
     twice = tmp_path / "twice.json"
     twice.write_text(json.dumps([ALL_SAMPLES[1], ALL_SAMPLES[1]]))
     with pytest.raises(ValueError, match="tvg/charades_sta/0"):
-        etbench_infer.load_annotations(twice)
+        load_annotations(twice)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from etchat.eval import plot
-from etchat.eval.plot import plot_timeline, record_spans
+from etchat.eval.plot import record_spans
+from etchat.plot import plot_timeline
 
 
 def rgb(hex_color: str) -> np.ndarray:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from tqdm import tqdm
 
 from etchat.data.dataset import DataArguments, keep_sample, match_token_count, media_file, sample_problem
+from etchat.data.etbench import read_annotations, sample_key
 from etchat.data.sample_checks import (
     LOST,
     WARNINGS,
@@ -117,14 +118,12 @@ def drop_reason(sample: dict, options: DataArguments) -> str:
         value = getattr(options, name)
         alone = replace(options, **{other: None for other in FILTERS if other != name})
         if value is not None and not keep_sample(sample, alone):
-            return f"{name} {','.join(value) if name == 'tasks' else value}"
+            return f"{name} {','.join(value) if isinstance(value, list) else value}"
     return "filters"
 
 
 def check_benchmark(path: str, video_root: str) -> Findings:
     """The checks of E.T. Bench inference on a file or folder of annotations."""
-    from etchat.eval.etbench.infer import read_annotations, sample_key
-
     samples, problems = read_annotations(path)
     findings = Findings(total=len(samples) + len(problems), problems=list(problems))
     for sample in samples:

@@ -21,8 +21,8 @@ import random
 from pathlib import Path
 
 from etchat.cli import setup_logging
+from etchat.data.etbench import load_annotations
 from etchat.eval.dvc.infer import load_videos
-from etchat.eval.etbench.infer import load_annotations
 from etchat.eval.etbench.scorers import OPTION_LETTERS
 from etchat.eval.etbench.tasks import TASKS
 from etchat.eval.qvhighlights.infer import load_queries
