@@ -15,12 +15,13 @@ from lmms_eval.api.model import lmms
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 
+from etchat.data.etbench import sample_key
 from etchat.eval import runner
 from etchat.eval.charades import infer as charades_infer
 from etchat.eval.charades.metrics import grounding_scores
 from etchat.eval.etbench import infer as etbench_infer
 from etchat.eval.etbench.compute_metrics import evaluate
-from etchat.eval.etbench.predictions import group_samples, sample_key
+from etchat.eval.etbench.predictions import group_samples
 from etchat.eval.etbench.report import summarize, task_score
 from etchat.eval.etbench.tasks import CATEGORIES, TASKS, tasks_of
 from etchat.eval.lmms import TASKS_DIR, manifest
