@@ -132,7 +132,9 @@ def select_records(records: list[dict], idx=None, task=None, source=None) -> lis
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.eval.plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("pred_path", help="prediction file (.json) or journal (.jsonl)")
     parser.add_argument("--idx", type=int, nargs="+", help="sample idx values to draw (default: the first --limit)")
     parser.add_argument("--task", help="only samples of this task")

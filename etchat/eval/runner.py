@@ -593,11 +593,15 @@ INPUT_ERRORS = (OSError, ValueError, CheckpointMismatchError, LockHeldError, Mod
 
 
 def main(
-    benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None, prog: str | None = None
+    benchmark: Benchmark,
+    argv: list[str] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+    parser: argparse.ArgumentParser | None = None,
 ) -> ShardResult:
     """The command line; exits with a non-zero status, after writing everything, when samples were skipped or
     failed. Input a user can get wrong (options, files, a folder of another run) is one line and exit status 2."""
-    args = build_parser(benchmark, description, prog).parse_args(argv)
+    args = (parser or build_parser(benchmark, description, prog)).parse_args(argv)
     setup(args)
     try:
         check_options(args)

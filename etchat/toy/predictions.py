@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m etchat.toy.predictions",
         description="Write a seeded synthetic E.T. Bench prediction file (20 groups).",
     )
-    parser.add_argument("--out", required=True, help="output .json path")
+    parser.add_argument("--out", required=True, help="the .json file to write")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each group's real size (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     return parser

@@ -19,12 +19,14 @@ which ``python -m etchat.eval.charades <pred_path>`` scores (``scripts/inference
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from etchat.data.conversation import chat_prompt
 from etchat.data.sample_checks import Problem, report_problems
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.eval.runner import build_parser as runner_parser
 from etchat.model.generation import MatchedAnswer
 
 QUESTION = "Localize the video moment according to the query '{}'."
@@ -111,5 +113,9 @@ CHARADES_STA = Benchmark(
 )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return runner_parser(CHARADES_STA, __doc__, prog="python -m etchat.eval.charades.infer")
+
+
 if __name__ == "__main__":
-    main(CHARADES_STA, description=__doc__, prog="python -m etchat.eval.charades.infer")
+    main(CHARADES_STA, parser=build_parser())

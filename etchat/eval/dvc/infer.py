@@ -19,6 +19,7 @@ challenge submission and scores it (``scripts/inference_youcook2.sh``, ``scripts
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from etchat.data.conversation import chat_prompt
@@ -26,6 +27,7 @@ from etchat.eval.dvc.formats import STEM, check_references, read_json, youcook2_
 from etchat.eval.dvc.prompts import QUESTIONS
 from etchat.eval.etbench.parsing import parse_dense_captions
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.eval.runner import build_parser as runner_parser
 from etchat.model.generation import MatchedAnswer
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
@@ -100,5 +102,9 @@ DENSE_CAPTIONING = Benchmark(
 )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return runner_parser(DENSE_CAPTIONING, __doc__, prog="python -m etchat.eval.dvc.infer")
+
+
 if __name__ == "__main__":
-    main(DENSE_CAPTIONING, description=__doc__, prog="python -m etchat.eval.dvc.infer")
+    main(DENSE_CAPTIONING, parser=build_parser())

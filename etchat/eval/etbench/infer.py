@@ -13,12 +13,14 @@ plus the answer ``a``; the files are ``etbench_{i}.json`` (``etbench.json`` for 
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from etchat.data.conversation import chat_prompt
 from etchat.data.etbench import match_tokens, read_annotations, sample_key
 from etchat.eval.etbench.tasks import TASKS
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.eval.runner import build_parser as runner_parser
 from etchat.model.generation import MatchedAnswer
 
 BEST_OPTION_PROMPT = "Best Option: ("
@@ -83,5 +85,9 @@ ETBENCH = Benchmark(
 )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return runner_parser(ETBENCH, __doc__, prog="python -m etchat.eval.etbench.infer")
+
+
 if __name__ == "__main__":
-    main(ETBENCH, description=__doc__, prog="python -m etchat.eval.etbench.infer")
+    main(ETBENCH, parser=build_parser())
