@@ -1,7 +1,7 @@
 # Sourced by the launchers in scripts/ (train_stage_1.sh, train_stage_2.sh, train_stage_3.sh; inference.sh,
 # inference_charades.sh, inference_qvhighlights.sh, inference_youcook2.sh, inference_activitynet.sh; and
-# quickstart.sh, which runs them): the environment, the torchrun arithmetic of training, and the sharding of inference. Not meant to be run
-# on its own.
+# quickstart.sh, which runs them): the environment, the torchrun arithmetic of training, and the sharding of
+# inference. Not meant to be run on its own.
 #
 # Environment shared by every launcher (defaults in brackets):
 #   SKIP_SETUP=1        use the active Python environment instead of setting up / activating .venv
