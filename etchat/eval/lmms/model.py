@@ -54,7 +54,8 @@ class Answers:
     def key_fn(record: dict) -> str:
         return record["key"]
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict, input_digest: str | None = None) -> None:
+        """As `ResultStore.append`; the input digest only matters to a journal a rerun resumes from."""
         self.records[record["key"]] = record
 
 
