@@ -204,7 +204,7 @@ def test_flags_mean_one_thing_and_old_spellings_still_parse():
     built = parsers()
     for command, parser in built.items():
         options = shown_options(parser)
-        assert not {"--num_workers", "--output", "--threads", "--video_dir_out"} & set(options), command
+        assert not {"--num_workers", "--output", "--threads"} & set(options), command  # old spellings, hidden
         if "--out" in options:  # a file; a folder is --output_dir
             assert "folder" not in options["--out"], command
         if "--plot" in options:  # the chat's PNG path; inference's sample count is --plot_samples
