@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TextIO
 
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MESSAGE_FORMAT = "%(message)s"  # commands whose log is their report (the scorers, the results report)
+
+
+def shard_log_format(index: int, chunk: int) -> str:
+    """LOG_FORMAT with the shard in every line, for the processes of a sharded run."""
+    return f"%(asctime)s [shard {index}/{chunk}] %(levelname)s %(name)s: %(message)s"
 
 
 def add_model_path_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -27,6 +34,12 @@ def add_model_path_arg(parser: argparse.ArgumentParser, required: bool = True) -
     parser.add_argument(
         "--model_revision", default=None, help="branch, tag or commit of a Hub --model_path (default: main)"
     )
+
+
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
+    """Accept `old`, a former name of the flag whose value goes to `dest`, without showing it in --help (scripts
+    written before the rename keep working; docs/design.md §12 lists them)."""
+    parser.add_argument(old, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
@@ -49,5 +62,11 @@ def resolve_device_dtype(device: str | None, dtype: str | None = "auto") -> tupl
     return device, DTYPES[dtype]
 
 
-def setup_logging(level: int = logging.INFO, fmt: str = LOG_FORMAT) -> None:
-    logging.basicConfig(level=level, format=fmt, force=True)
+def setup_logging(
+    level: int = logging.INFO, *, fmt: str = LOG_FORMAT, stream: TextIO | None = None, force: bool = False
+) -> None:
+    """The logging set-up of every command: the root logger at `level`, lines in `fmt` (time, level, logger, message)
+    on stderr, or on `stream` (the scorers log to stdout: their log is their report). Without `force` an existing
+    set-up (an embedding program's, pytest's) is kept; `force` replaces it (training: libraries imported before it
+    may have configured the root logger)."""
+    logging.basicConfig(level=level, format=fmt, stream=stream, force=force)

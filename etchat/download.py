@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in names if name not in BASE_WEIGHTS]
     if unknown:
         parser.error(f"unknown name(s) {', '.join(unknown)}; choose from {', '.join(BASE_WEIGHTS)}")
-    setup_logging()
+    setup_logging(force=True)
     if args.mirror:
         try:
             mirror_folder(args.mirror)

@@ -1,11 +1,13 @@
-# Sourced by the launchers in scripts/: the environment, the torchrun arithmetic of training, and the sharding of
+# Sourced by the launchers in scripts/ (train_stage_1.sh, train_stage_2.sh, train_stage_3.sh; inference.sh,
+# inference_charades.sh, inference_qvhighlights.sh, inference_youcook2.sh, inference_activitynet.sh; and
+# quickstart.sh, which runs them): the environment, the torchrun arithmetic of training, and the sharding of
 # inference. Not meant to be run on its own.
 #
 # Environment shared by every launcher (defaults in brackets):
 #   SKIP_SETUP=1        use the active Python environment instead of setting up / activating .venv
 #   DRY_RUN=1           print the command instead of running it
 #
-# Training (train_stage_{1,2,3}.sh):
+# Training (train_stage_1.sh, train_stage_2.sh, train_stage_3.sh):
 #   GLOBAL_BATCH        samples per optimizer step over all processes [the stage's published value]
 #   PER_DEVICE_BATCH    samples per process and forward pass [the stage's published value]
 #   NPROC_PER_NODE      processes per node [number of visible GPUs; 1 without a GPU]
@@ -14,14 +16,16 @@
 #   DTYPE               float16, bfloat16 or float32 [float16 with GPUs; float32 on CPU, where gloo replaces nccl]
 #   DEEPSPEED_CONFIG    [scripts/zero2.json]; zero2_offload / zero3 / zero3_offload.json are alternatives, and
 #                       "none" trains with plain DDP
-#   NUM_WORKERS         data loader processes per training process [4]
+#   WORKERS             data loader processes per training process (--dataloader_num_workers) [4]; NUM_WORKERS,
+#                       the old name, is still read
 #   EXTRA_ARGS          more flags for etchat.train.train, appended last so they override the stage's, split on
 #                       whitespace (e.g. "--max_steps 20 --save_steps 10 --report_to none"); the published
 #                       --per_device_train_batch_size and --gradient_accumulation_steps there enter the arithmetic
 #   Gradient accumulation = GLOBAL_BATCH / (NPROC_PER_NODE x NNODES x PER_DEVICE_BATCH), so the global batch stays the
 #   published one on any number of GPUs; the line printed before the run gives the real one.
 #
-# Inference (inference.sh, inference_charades.sh):
+# Inference (inference.sh for E.T. Bench, inference_charades.sh, inference_qvhighlights.sh, inference_youcook2.sh,
+# inference_activitynet.sh):
 #   CUDA_VISIBLE_DEVICES  which GPUs get a shard each ("" or -1: the CPU)
 #   NPROC_PER_NODE        shards (processes) on this node [number of visible GPUs, round-robin over them; 1 on CPU]
 #   NNODES, NODE_RANK     torchrun-style nodes [1, 0]: shards = NNODES x NPROC_PER_NODE, node r runs the global
@@ -134,7 +138,7 @@ launch_training() {
     run_or_print torchrun --nnodes "$nnodes" --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}" \
         --master_port "$port" --nproc_per_node "$nproc" -m etchat.train.train "$@" \
         --per_device_train_batch_size "$per_device" --gradient_accumulation_steps "$grad_accum" \
-        --dataloader_num_workers "${NUM_WORKERS:-4}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
+        --dataloader_num_workers "${WORKERS:-${NUM_WORKERS:-4}}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
 }
 
 # The visible GPUs, one per line (none when CUDA_VISIBLE_DEVICES is "" or negative, or no GPU is found).

@@ -32,7 +32,7 @@ START=$(date +%s)
 step() { printf '\n\033[1m[quickstart %4ds] %s\033[0m\n' "$(( $(date +%s) - START ))" "$*"; }
 
 step "1/6 synthetic data -> $DATA"
-python -m etchat.toy.synthetic --out "$DATA" --seed "$SEED" \
+python -m etchat.toy.synthetic --output_dir "$DATA" --seed "$SEED" \
     --num_train_videos "${QS_TRAIN_VIDEOS:-300}" --num_test_videos "${QS_TEST_VIDEOS:-60}" \
     --num_images "${QS_IMAGES:-200}"
 
@@ -44,7 +44,7 @@ TINY_ARGS=$(python -m etchat.toy.tiny "$BASE" --print_args)
 
 # Tiny-model settings shared by the three stages: single CPU process without DeepSpeed, small batches, a learning
 # rate and tuning mode a toy model learns with in minutes (the published ones are for Phi-3-mini on 8 GPUs).
-export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none DTYPE=float32 NUM_WORKERS=2 PER_DEVICE_BATCH=8 GLOBAL_BATCH=8
+export NPROC_PER_NODE=1 DEEPSPEED_CONFIG=none DTYPE=float32 WORKERS=2 PER_DEVICE_BATCH=8 GLOBAL_BATCH=8
 # The tiny geometry and its frame size go to every stage (the stage scripts name the published ones).
 COMMON="$TINY_ARGS --report_to none --logging_steps 20 --save_steps 200 --save_total_limit 1 --gradient_checkpointing False --seed $SEED"
 
@@ -80,7 +80,7 @@ if ! done_stage "$QS_DIR/stage-3"; then
 fi
 
 step "6/6 inference on the test split and scoring (trained model, untrained model, random spans)"
-INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96)
+INFER_ARGS=(--batch_size 8 --workers 2 --max_new_tokens 96)
 QVH_ANNO="$DATA/annotations/qvhighlights/synthetic_test.jsonl"
 DVC_ANNO="$DATA/annotations/dvc/synthetic_test.json"
 # metrics.json is written last (and removed when scoring starts), so a folder with a whole one is complete;
@@ -90,7 +90,7 @@ scored() { whole "$1/metrics.json"; }
 infer_benchmarks() {
     if ! scored "$1/etbench"; then
         ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" \
-            bash scripts/inference.sh "$1" "${INFER_ARGS[@]}" --save_sims --plot 6
+            bash scripts/inference.sh "$1" "${INFER_ARGS[@]}" --save_sims --plot_samples 6
     fi
     if ! scored "$1/qvhighlights"; then
         ANNO_PATH="$QVH_ANNO" VIDEO_PATH="$DATA/videos/test" bash scripts/inference_qvhighlights.sh "$1" "${INFER_ARGS[@]}"

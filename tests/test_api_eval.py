@@ -86,7 +86,7 @@ def test_an_endpoint_run_gives_the_records_and_scores_of_its_answers(bench, tmp_
     assert task_score(collected, "gvq", "mRec") == 1.0
     run = json.loads((pred / "run.json").read_text())
     assert run["model"] == {"name": "stub-model", "revision": None, "weights_digest": None, "endpoint": server.base_url}
-    assert run["benchmark"] == "E.T. Bench" and run["format"] == 1
+    assert run["benchmark"] == "etbench" and run["format"] == 1
     assert run["settings"]["decoding"]["greedy"] is True
     assert run["settings"]["video"]["num_frames"] == 4 and run["settings"]["prompts_digest"].startswith("sha256:")
 
@@ -165,7 +165,13 @@ def test_vid_annotations_and_a_folder_of_other_settings_are_refused(bench, tmp_p
         api_run.main([*api_args(annotations, videos, tmp_path / "q", server.base_url), "--chunk", "8"])
         with pytest.raises(SystemExit) as exit_info:
             api_run.main([*api_args(annotations, videos, tmp_path / "q", server.base_url), "--num_frames", "6"])
-    assert exit_info.value.code == 2 and "another settings" in caplog.text
+    assert exit_info.value.code == 2 and "settings.video.num_frames 4 -> 6" in caplog.text
+    # The same model and settings at another address resume the run: the finished shard asks nothing again.
+    with StubServer({k: v[-1:] for k, v in fixtures.items()}) as moved:
+        assert moved.base_url != server.base_url
+        api_run.main([*api_args(annotations, videos, tmp_path / "q", moved.base_url), "--chunk", "8"])
+        assert moved.requests == []
+    assert json.loads((tmp_path / "q" / "run.json").read_text())["model"]["endpoint"] == server.base_url
 
 
 def test_the_subset_keeps_only_its_samples(bench, tmp_path, monkeypatch):

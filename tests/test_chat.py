@@ -5,10 +5,12 @@ The tiny model is untrained, so answers are gibberish: the tests check structure
 """
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -327,7 +329,7 @@ def write_broken_checkpoints(source: str, out_dir: Path) -> tuple[Path, Path]:
     return truncated, no_tokenizer
 
 
-def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path, tmp_path):
+def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path, tmp_path, capsys):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     corrupt = tmp_path / "corrupt.mp4"
@@ -352,13 +354,49 @@ def test_cli_bad_input_is_one_error_line(chat_checkpoint, tiny_base, video_path,
         "no tokenizer": (["--model_path", no_tokenizer, *video, QUESTION], ["no_tokenizer", "no tokenizer files"]),
         "long question": ([*model, *video, "why " * 600], ["2399 characters", "limit of 2000"]),
     }
-    processes = {name: run_cli(*args, timeout=180) for name, (args, _) in cases.items()}
-    for name, process in processes.items():
-        rc, out, err = finish(process)
-        lines = err.strip().splitlines()
-        assert rc == 2, f"{name}: exit code {rc}, stderr {err!r}"
-        assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err!r}"
-        assert lines[0].startswith("etchat.serve.chat: error: "), f"{name}: {err!r}"
-        for word in cases[name][1]:
-            assert word in lines[0], f"{name}: {word!r} not in {lines[0]!r}"
-        assert out == "", f"{name}: {out!r}"
+    for name, (args, words) in cases.items():
+        rc, out, err = run_main_as_a_process(list(map(str, args)), capsys)
+        check_one_error_line(name, rc, out, err, words)
+    # The same in a real process, once: the module's __main__ block turns main's status into the exit status, and
+    # nothing else (a library's log or warning) reaches stderr.
+    name, (args, words) = "missing video", cases["missing video"]
+    check_one_error_line(name, *finish(run_cli(*args, timeout=180)), words)
+
+
+def check_one_error_line(name: str, rc: int, out: str, err: str, words: list[str]) -> None:
+    lines = err.strip().splitlines()
+    assert rc == 2, f"{name}: exit code {rc}, stderr {err!r}"
+    assert len(lines) == 1 and "Traceback" not in err, f"{name}: {err!r}"
+    assert lines[0].startswith("etchat.serve.chat: error: "), f"{name}: {err!r}"
+    for word in words:
+        assert word in lines[0], f"{name}: {word!r} not in {lines[0]!r}"
+    assert out == "", f"{name}: {out!r}"
+
+
+def run_main_as_a_process(argv: list[str], capsys) -> tuple[int, str, str]:
+    """(status, stdout, stderr) of ``python -m etchat.serve.chat ARGV`` run in this process: the root logger starts
+    unconfigured, as in a new process, so the command's own logging set-up writes to stderr; transformers' handler
+    writes to the captured stderr too; and a warning that Python would print counts as a stderr line."""
+    from transformers.utils import logging as hf_logging
+
+    from etchat.serve.chat import main
+
+    capsys.readouterr()
+    root, library = logging.getLogger(), hf_logging.get_logger()
+    saved = (root.handlers[:], root.level, [(h, h.stream) for h in library.handlers if hasattr(h, "stream")])
+    root.handlers.clear()
+    for handler, _ in saved[2]:
+        handler.setStream(sys.stderr)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            status = main(argv)
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        root.handlers[:], root.level = saved[0], saved[1]
+        for handler, stream in saved[2]:
+            handler.setStream(stream)
+    out, err = capsys.readouterr()
+    shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    return status, out, err + "".join(f"warning: {w.message}\n" for w in shown)

@@ -241,8 +241,9 @@ def test_match_tokens_in_the_answer_are_trained(tokenizer):
     assert out["labels"].tolist().count(vid_id) == 2
 
 
-def _original_phi3_labels(prompt, tokenizer):
-    """The original per-round arithmetic, valid for tokenizers that add nothing in front of a text."""
+def _original_phi3_labels(prompt, tokenizer, strict=True):
+    """The original per-round arithmetic (ETBench 445f620, `preprocess_multi_row`), valid for tokenizers that add
+    nothing in front of a text; `strict=False` returns its labels where it would only warn of a length mismatch."""
     rounds = [m + "<|end|>" for m in prompt.split("<|end|>")][:-1]
     rounds = ["".join(rounds[:3])] + ["".join(rounds[i : i + 2]) for i in range(3, len(rounds), 2)]
     input_ids = tokenize(prompt, tokenizer)
@@ -255,7 +256,7 @@ def _original_phi3_labels(prompt, tokenizer):
             rou_len, ins_len = rou_len - 1, ins_len - 1  # the BOS of a round tokenized on its own
         labels[cur : cur + ins_len] = IGNORE_INDEX
         cur += rou_len
-    assert cur == len(input_ids)
+    assert cur == len(input_ids) or not strict
     return labels.tolist()
 
 
@@ -271,6 +272,38 @@ def test_same_mask_as_the_original_arithmetic():
     ]
     out = preprocess(conversations, tok, "phi3", has_video=True)
     assert out["labels"].tolist() == _original_phi3_labels(_prompt_of(conversations), tok)
+
+
+def test_masking_differs_from_the_original_arithmetic_where_the_tokenizer_adds_a_prefix():
+    # The tiny tokenizer puts "▁" in front of a text tokenized on its own (Metaspace, prepend_scheme "first"), as
+    # sentencepiece tokenizers with a prefix space do. The original counts each later round's tokens by tokenizing
+    # the round alone, so it counts that "▁" too: its mask moves one token later with every round (docs/design.md §6).
+    tok = build_tiny_tokenizer()
+    assert tok.convert_ids_to_tokens(tok("\n<|user|>").input_ids)[:3] == ["<s>", "▁", "\n"]
+    replies = ["A blue square.", "The end.", "Nothing more."]
+    conversations = [human("<image>\nDescribe the video."), gpt(replies[0]), human("Then?\n<image>"), gpt(replies[1])]
+    conversations += [human("<image>\nAnd?"), gpt(replies[2])]
+    out = preprocess(conversations, tok, "phi3", has_video=True)
+    prompt = _prompt_of(conversations)
+
+    # This project trains every reply and its <|end|>, whole (expected from the tokenizer's offsets).
+    _, labels = expected_ids_and_labels(prompt, reply_spans(prompt, replies), tok)
+    assert out["labels"].tolist() == labels
+    assert trained_text(out, tok) == "".join(reply + "<|end|>" for reply in replies)
+
+    # The original's mask: reply k (from 0) trains the tokens k positions later than the reply's own, so it loses
+    # the first k tokens of the reply and trains the k tokens after its <|end|> (none after the last turn).
+    original = _original_phi3_labels(prompt, tok, strict=False)
+    trained = [i for i, label in enumerate(out["labels"].tolist()) if label != IGNORE_INDEX]
+    starts = [i for i in trained if i - 1 not in trained]  # each reply's first token ...
+    ends = [i + 1 for i in trained if i + 1 not in trained]  # ... and the token after its <|end|>
+    assert len(starts) == len(ends) == 3
+    ids = out["input_ids"].tolist()
+    shifted = [i + k for k, (start, end) in enumerate(zip(starts, ends)) for i in range(start, end)]
+    shifted = [i for i in shifted if i < len(ids)]
+    assert [i for i, label in enumerate(original) if label != IGNORE_INDEX] == shifted
+    assert original[starts[1]] == original[starts[2]] == original[starts[2] + 1] == IGNORE_INDEX
+    assert tok.convert_ids_to_tokens(ids[ends[1]]) == "\n" and original[ends[1]] == ids[ends[1]]
 
 
 def _prompt_of(conversations):

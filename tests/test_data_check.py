@@ -111,7 +111,7 @@ def test_training_skips_what_the_check_reports(training_file, videos, capsys):
     status, report = run_check(capsys, training_file, videos, "--max_num_words", "5")
     tokenizer = build_tiny_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": ["<vid>"]})
-    args = DataArguments(annotation_path=[str(training_file)], video_folder=str(videos), max_num_words=5)
+    args = DataArguments(anno_path=str(training_file), video_path=str(videos), max_num_words=5)
     dataset = SupervisedDataset(None, tokenizer, args)
     # The start-up checks (structure, <vid> counts, missing files) drop samples 3 and 6; probing finds 4 as well.
     assert [s["video"] for s in dataset.samples] == ["good.mp4", "long.mp4", "good.mp4", "broken.mp4", "zero.mp4",

@@ -102,14 +102,18 @@ def write_annotations(path, samples):
     return str(path)
 
 
+MODEL_SIDE = ("conv_type", "vision_processor", "use_time_tag")  # how the model reads a sample: not data arguments
+
+
 def make_dataset(tmp_path, media, tokenizer, samples, **kwargs):
+    model_side = {name: kwargs.pop(name) for name in MODEL_SIDE if name in kwargs}
     args = DataArguments(
-        annotation_path=[write_annotations(tmp_path / "anno.json", samples)],
-        image_folder=str(media / "images"),
-        video_folder=str(media / "videos"),
+        anno_path=write_annotations(tmp_path / "anno.json", samples),
+        image_path=str(media / "images"),
+        video_path=str(media / "videos"),
         **kwargs,
     )
-    return SupervisedDataset(None, tokenizer, args)
+    return SupervisedDataset(None, tokenizer, args, **model_side)
 
 
 def trained_text(sample, tokenizer):
@@ -235,7 +239,7 @@ def test_filters_and_summary(tmp_path, media, tokenizer, caplog):
     assert [s.get("source") for s in dataset.samples] == ["long_video", "coco", "long"]
 
     # Only samples whose task is listed; a sample without a task field has none.
-    dataset = make_dataset(tmp_path, media, tokenizer, samples, tasks=["tvg", "dvc"])
+    dataset = make_dataset(tmp_path, media, tokenizer, samples, tasks="tvg,dvc")
     assert [s.get("source") for s in dataset.samples] == ["charades", "long_video"]
 
 
@@ -325,14 +329,24 @@ def test_always_failing_dataset_raises_after_max_retries(tmp_path, media, tokeni
 
 def test_data_arguments_parse_from_the_command_line():
     (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(
-        ["--annotation_path", "a.json", "b.json", "--fps", "2", "--max_video_len", "350", "--use_time_tag", "True"]
+        ["--anno_path", "a.json,b.json", "--fps", "2", "--max_video_len", "350", "--tasks", "tvg,,dvc"]
     )
-    assert args.annotation_path == ["a.json", "b.json"]
+    assert args.anno_paths == ["a.json", "b.json"] and args.task_names == ["tvg", "dvc"]
     assert args.gather_conv_query is False
     (gathered,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(["--gather_conv_query", "True"])
     assert gathered.gather_conv_query is True
-    assert args.fps == 2.0 and args.max_video_len == 350 and args.use_time_tag is True
-    assert args.max_retries == 10 and args.vision_processor == "clip_center_224" and args.model_max_length == 2048
+    assert args.fps == 2.0 and args.max_video_len == 350 and args.min_video_len == -1 and args.max_retries == 10
+
+
+def test_one_data_arguments_class_with_the_published_names():
+    # Training parses the data module's class itself; the original's DataArguments fields keep their names.
+    from etchat.train import arguments
+
+    assert arguments.DataArguments is DataArguments
+    published = ("anno_path", "image_path", "video_path", "video_decode_threads", "image_pad_to_square",
+                 "gather_conv_query", "fps", "min_video_len", "max_video_len", "min_num_words", "max_num_words",
+                 "max_retries")  # fmt: skip
+    assert set(published) <= set(DataArguments.__dataclass_fields__)
 
 
 # ---- collator -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from etchat.data.etbench import load_annotations
 from etchat.data.tokenization import tokenize
 from etchat.eval import runner
 from etchat.eval.charades import infer as charades_infer
@@ -94,7 +95,7 @@ def run_bench(model_and_tokenizer, bench, pred, *extra, anno=None):
             "--data_path", str(bench / "videos"),
             "--pred_path", str(pred),
             "--model_path", "unused",
-            "--num_workers", "0",
+            "--workers", "0",
             "--max_new_tokens", "4",
             *extra,
         ],
@@ -220,7 +221,7 @@ def test_a_failing_sample_in_a_batch_fails_alone(tiny_model, bench, tmp_path, mo
 def test_batched_greedy_answers_equal_batch_size_one(tiny_model, bench, tmp_path):
     run_bench(tiny_model, bench, tmp_path / "b1", "--greedy", "--max_new_tokens", "6")
     run_bench(tiny_model, bench, tmp_path / "b3", "--greedy", "--max_new_tokens", "6", "--batch_size", "3",
-              "--num_workers", "2")  # fmt: skip
+              "--workers", "2")  # fmt: skip
     single, batched = load(tmp_path / "b1" / "etbench.json"), load(tmp_path / "b3" / "etbench.json")
     assert [r["a"] for r in batched] == [r["a"] for r in single]
     assert all(r["a"] for r in single)
@@ -288,7 +289,7 @@ def test_save_sims_stores_curves_frame_times_and_matched_times(tiny_model, bench
         return answers
 
     monkeypatch.setattr(runner, "generate", fake_generate)
-    run_bench(tiny_model, bench, tmp_path, "--save_sims", "--plot", "2")
+    run_bench(tiny_model, bench, tmp_path, "--save_sims", "--plot_samples", "2")
     record = load(tmp_path / "etbench.json")[1]  # v1.mp4: 6 s
     assert record["sims"] == [[0.0, 0.75, 0.25, 0.0, 0.0, 0.0]]
     assert record["frame_times"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
@@ -303,11 +304,11 @@ def test_annotation_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"idx": 0, "task": "tvg", "source": "s", "video": "v.mp4"}]))
     with pytest.raises(ValueError, match=r"bad\.json: sample #0 lacks q"):
-        etbench_infer.load_annotations(bad)
+        load_annotations(bad)
     twice = tmp_path / "twice.json"
     twice.write_text(json.dumps([ALL_SAMPLES[1], ALL_SAMPLES[1]]))
     with pytest.raises(ValueError, match="tvg/charades_sta/0"):
-        etbench_infer.load_annotations(twice)
+        load_annotations(twice)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def run_charades(model_and_tokenizer, bench, anno, pred, *extra):
             "--data_path", str(bench / "videos"),
             "--pred_path", str(pred),
             "--model_path", "unused",
-            "--num_workers", "0",
+            "--workers", "0",
             "--max_new_tokens", "4",
             *extra,
         ],
@@ -411,7 +412,7 @@ def run_qvhighlights(model_and_tokenizer, bench, anno, pred, *extra):
         qvh_infer.QVHIGHLIGHTS,
         model_and_tokenizer,
         ["--anno_path", str(anno), "--data_path", str(bench / "videos"), "--pred_path", str(pred),
-         "--model_path", "unused", "--num_workers", "0", "--max_new_tokens", "4", *extra],
+         "--model_path", "unused", "--workers", "0", "--max_new_tokens", "4", *extra],
     )  # fmt: skip
 
 
@@ -471,7 +472,7 @@ def test_dense_captioning_records_hold_the_parsed_proposals(tiny_model, bench, t
         dvc_infer.DENSE_CAPTIONING,
         tiny_model,
         ["--anno_path", str(anno), "--data_path", str(bench / "videos"), "--pred_path", str(tmp_path),
-         "--model_path", "unused", "--num_workers", "0"],
+         "--model_path", "unused", "--workers", "0"],
     )  # fmt: skip
     assert spy.queries == [dvc_prompts.ACTIVITYNET_QUESTION]
     (record,) = load(tmp_path / "dvc.json")
@@ -648,7 +649,7 @@ def test_a_shard_whose_videos_are_all_missing_fails_before_loading_the_model(
 ):
     monkeypatch.setattr(runner, "load_model", lambda args: pytest.fail("the model must not load"))
     argv = ["--anno_path", str(bench / "annotations"), "--data_path", str(tmp_path / "typo"), "--pred_path",
-            str(tmp_path / "pred"), "--model_path", tiny_checkpoint, "--num_workers", "0"]  # fmt: skip
+            str(tmp_path / "pred"), "--model_path", tiny_checkpoint, "--workers", "0"]  # fmt: skip
     assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_BAD_INPUT
     (line,) = [r.message for r in caplog.records if r.levelname == "ERROR"]
     assert f"none of the 5 videos is under --data_path {tmp_path / 'typo'}" in line
@@ -670,7 +671,7 @@ def test_failed_samples_end_the_run_with_a_non_zero_status_after_writing(
     monkeypatch.setattr(runner, "load_model", lambda args: tiny_model)
     monkeypatch.setattr(runner, "generate", GenerateSpy(fail_on="light"))
     argv = ["--anno_path", str(bench / "annotations"), "--data_path", str(bench / "videos"), "--pred_path",
-            str(tmp_path), "--model_path", tiny_checkpoint, "--num_workers", "0"]  # fmt: skip
+            str(tmp_path), "--model_path", tiny_checkpoint, "--workers", "0"]  # fmt: skip
     assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_FAILED_SAMPLES
     records = load(tmp_path / "etbench.json")
     assert [r["q"] for r in records if "error" in r] == ["When does the light turn on?"]

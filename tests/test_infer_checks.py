@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from etchat.data.etbench import load_annotations
 from etchat.eval import runner
 from etchat.eval.etbench import infer as etbench_infer
 from etchat.eval.shards import unfinished_shards
@@ -62,7 +63,7 @@ def test_timestamps_as_text_leave_src_as_metadata(tiny_model, bench, tmp_path, s
     # Beside a sample that uses <vid>, a sample with times but no token has lost them.
     mixed = write(tmp_path / "mixed.json", [ALL_SAMPLES[0], dict(as_text, idx=1)])
     with pytest.raises(ValueError, match=r"sample #1 has 0 <vid> tokens but len\(src\) = 1"):
-        etbench_infer.load_annotations(mixed)
+        load_annotations(mixed)
 
 
 def check_complete(bench, pred, chunk, anno=None):  # noqa: F811

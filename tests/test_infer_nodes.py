@@ -87,7 +87,7 @@ def test_two_cpu_nodes_resume_score_once_complete_and_match_one_process(tiny_che
         "VIDEO_PATH": str(bench / "videos"),
         "OMP_NUM_THREADS": "1",
     }
-    args = (tiny_checkpoint, "--greedy", "--max_new_tokens", "8", "--num_workers", "0")
+    args = (tiny_checkpoint, "--greedy", "--max_new_tokens", "8", "--workers", "0")
     nodes = {"PRED_PATH": str(tmp_path / "nodes"), "NNODES": "2", **env}
 
     first = launch("inference.sh", *args, NODE_RANK="0", **nodes)

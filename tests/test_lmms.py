@@ -15,12 +15,13 @@ from lmms_eval.api.model import lmms
 from lmms_eval.evaluator import simple_evaluate
 from lmms_eval.tasks import TaskManager
 
+from etchat.data.etbench import sample_key
 from etchat.eval import runner
 from etchat.eval.charades import infer as charades_infer
 from etchat.eval.charades.metrics import grounding_scores
 from etchat.eval.etbench import infer as etbench_infer
 from etchat.eval.etbench.compute_metrics import evaluate
-from etchat.eval.etbench.predictions import group_samples, sample_key
+from etchat.eval.etbench.predictions import group_samples
 from etchat.eval.etbench.report import summarize, task_score
 from etchat.eval.etbench.tasks import CATEGORIES, TASKS, tasks_of
 from etchat.eval.lmms import TASKS_DIR, manifest
@@ -214,7 +215,7 @@ def etchat_lmms(tiny_checkpoint):
 
 def runner_records(benchmark, model, tokenizer, anno, videos, pred):
     argv = ["--anno_path", str(anno), "--data_path", str(videos), "--pred_path", str(pred), "--model_path", "-",
-            "--num_workers", "0", "--greedy", "--max_new_tokens", "8", "--batch_size", "2"]  # fmt: skip
+            "--workers", "0", "--greedy", "--max_new_tokens", "8", "--batch_size", "2"]  # fmt: skip
     return runner.run(benchmark, runner.build_parser(benchmark, None).parse_args(argv), model, tokenizer).records
 
 

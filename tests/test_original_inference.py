@@ -62,7 +62,7 @@ def test_inference_script_writes_the_records_of_the_original(inputs, tmp_path):
         "PRED_PATH": str(pred),
     }
     command = ["bash", str(ROOT / "scripts" / "inference.sh"), str(inputs["checkpoint"])]
-    command += ["--greedy", "--max_new_tokens", "64", "--num_workers", "0"]
+    command += ["--greedy", "--max_new_tokens", "64", "--workers", "0"]
     subprocess.run(command, env=env, check=True, cwd=tmp_path, capture_output=True)
     records = json.loads((pred / "etbench.json").read_text())
     expected = json.loads((REFERENCE / "etbench.json").read_text())

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from etchat.eval import plot
-from etchat.eval.plot import plot_timeline, record_spans
+from etchat.eval.plot import record_spans
+from etchat.plot import plot_timeline
 
 
 def rgb(hex_color: str) -> np.ndarray:
@@ -107,11 +108,11 @@ def test_cli_draws_the_chosen_samples(tmp_path):
     ]  # fmt: skip
     pred = tmp_path / "etbench.json"
     pred.write_text(json.dumps(records))
-    paths = plot.main([str(pred), "--idx", "1", "--task", "tvg", "--out", str(tmp_path / "plots")])
+    paths = plot.main([str(pred), "--idx", "1", "--task", "tvg", "--output_dir", str(tmp_path / "plots")])
     assert [p.name for p in paths] == ["tvg_charades_sta_1.png"]
     assert Image.open(paths[0]).size[0] == 1200  # 12 in at 100 dpi
     with pytest.raises(SystemExit, match="no sample matches"):
-        plot.main([str(pred), "--idx", "7", "--out", str(tmp_path / "none")])
+        plot.main([str(pred), "--idx", "7", "--output_dir", str(tmp_path / "none")])
 
 
 def test_dollar_signs_in_an_answer_are_drawn_as_text(tmp_path):

@@ -406,7 +406,7 @@ def test_report_command_on_quickstart_like_folders(tmp_path):
     out = tmp_path / "report"
     report = cli.main(
         [f"trained={folders['trained']}", f"trained={folders['trained-seed1']}", f"untrained={folders['untrained']}",
-         f"random={folders['random']}", "--out", str(out), "--resamples", "300"]
+         f"random={folders['random']}", "--output_dir", str(out), "--resamples", "300"]
     )  # fmt: skip
     text = report.read_text()
     numbers = json.loads((out / "report.json").read_text())
@@ -443,11 +443,11 @@ def test_report_without_sample_scores_still_shows_the_values(tmp_path, capsys):
     folder = tmp_path / "old"
     score_charades(folder, charades_records(random.Random(0), good=True))
     (folder / SAMPLE_SCORES_FILE).unlink()
-    report = cli.main([str(folder), "--out", str(tmp_path / "out")])
+    report = cli.main([str(folder), "--output_dir", str(tmp_path / "out")])
     text = report.read_text()
     assert "no sample_scores.json.gz" in text and "| R1@0.5 |" in text
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+        cli.main([str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "missing" in capsys.readouterr().err
 
 
@@ -499,7 +499,7 @@ def test_report_on_every_benchmark_and_all_etbench_tasks(tmp_path):
         dvc_evaluate.main([str(dvc_case / "pred.json"), "--references", str(dvc_case / "ref.json"), "--out",
                            str(dvc_out / "metrics.json")])  # fmt: skip
     report = cli.main(
-        [f"{n}={tmp_path / n}" for n in ("trained", "untrained", "random")] + ["--out", str(tmp_path / "r")]
+        [f"{n}={tmp_path / n}" for n in ("trained", "untrained", "random")] + ["--output_dir", str(tmp_path / "r")]
     )
     numbers = json.loads((tmp_path / "r" / "report.json").read_text())
     assert list(numbers["benchmarks"]) == ["etbench", "charades_sta", "qvhighlights", "dvc"]

@@ -41,7 +41,7 @@ def spy(monkeypatch, tiny_model):  # noqa: F811
 def infer(bench, pred, model_path, *extra, anno=None):  # noqa: F811
     """`python -m etchat.eval.etbench.infer` in-process; returns the exit status (0 when it returned)."""
     argv = ["--anno_path", str(anno or bench / "annotations"), "--data_path", str(bench / "videos"),
-            "--pred_path", str(pred), "--model_path", str(model_path), "--num_workers", "0",
+            "--pred_path", str(pred), "--model_path", str(model_path), "--workers", "0",
             "--max_new_tokens", "4", *extra]  # fmt: skip
     try:
         runner.main(etbench_infer.ETBENCH, argv)
@@ -220,7 +220,7 @@ def test_a_replaced_video_is_answered_again(tiny_checkpoint, bench, tmp_path, sp
     anno = tmp_path / "anno.json"
     anno.write_text(json.dumps(ALL_SAMPLES[1:3]))  # v1.mp4 and v2.mp4
     argv = ["--anno_path", str(anno), "--data_path", str(videos), "--pred_path", str(tmp_path / "pred"),
-            "--model_path", tiny_checkpoint, "--num_workers", "0", "--max_new_tokens", "4"]  # fmt: skip
+            "--model_path", tiny_checkpoint, "--workers", "0", "--max_new_tokens", "4"]  # fmt: skip
     runner.main(etbench_infer.ETBENCH, argv)
     write_test_video(videos / "v2.mp4", num_frames=6, fps=2, size=(48, 48))  # e.g. a re-encoded copy
     spy.calls.clear()

@@ -243,7 +243,7 @@ def test_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
 
 def test_once_leaves_the_scoring_to_the_process_scoring_the_same_inputs(tmp_path, monkeypatch):
     calls = []
-    real_evaluate = etbench.evaluate_with_samples
+    real_evaluate = etbench.evaluate_with_samples  # what the command scores with
 
     def fake_evaluate(groups, **kw):
         calls.append(1)

@@ -72,7 +72,7 @@ def test_a_text_timestamp_model_trains_answers_in_text_and_is_scored(tiny_base, 
     (tmp_path / "txt" / "etbench_txt_tvg.json").write_text(json.dumps(bench))
     pred = tmp_path / "pred"
     argv = ["--anno_path", str(tmp_path / "txt"), "--data_path", str(videos), "--pred_path", str(pred),
-            "--model_path", str(out), "--greedy", "--max_new_tokens", "24", "--num_workers", "0"]  # fmt: skip
+            "--model_path", str(out), "--greedy", "--max_new_tokens", "24", "--workers", "0"]  # fmt: skip
     args = runner.build_parser(etbench_infer.ETBENCH, None).parse_args(argv)
     records = runner.run(etbench_infer.ETBENCH, args, model.eval(), tokenizer).records
     # The trained answer (the plain question was not trained, so its answer may repeat a piece of it).

@@ -78,7 +78,7 @@ def test_every_time_field_is_checked_for_training_and_by_the_data_check(data, tm
     shared_id = {**json.loads(json.dumps(samples[2])), "id": samples[3]["id"]}  # another sample under an earlier id
     everything = [samples[0], *bad, reversed_span, dict(samples[0]), samples[3], shared_id]
     anno = write_samples(tmp_path / "anno.json", everything)
-    options = DataArguments(annotation_path=[anno], video_folder=data["media"], use_matching=True)
+    options = DataArguments(anno_path=anno, video_path=data["media"])
     dataset = SupervisedDataset(None, None, options)
     assert [s["id"] for s in dataset.samples] == [samples[0]["id"], samples[3]["id"], samples[3]["id"]]
     assert "6 of 9 training samples cannot be used (5 times that are not finite" in caplog.text

@@ -11,6 +11,7 @@ from etchat.data.transforms import (
     build_transform,
     center_crop,
     random_crop_params,
+    random_resized_crop,
     resize_short_side,
     short_side_size,
     to_float_clip,
@@ -259,6 +260,35 @@ def test_random_crop_params_respect_scale():
             top, left, side = random_crop_params(height, width, 224, generator=generator)
             assert round(math.sqrt(0.8) * 224) <= side <= 224
             assert 0 <= top <= height - side and 0 <= left <= width - side
+
+
+# (seed, height, width) -> (top, left, side) that torchvision 0.19.0's RandomResizedCrop.get_params returned, run as
+# released (its source, with only F.get_dimensions stubbed since its CUDA build cannot be imported here) on torch
+# 2.13 after torch.manual_seed(seed), with the arguments the original's RandomResizedCrop.__call__ passes: scale
+# (0.8, 1.0) times 224^2 / (height x width), ratio (1, 1). It draws a uniform area, a uniform log-ratio (which
+# consumes a draw even for the empty range), then randint for the top and for the left, all from the global
+# generator; a generator seeded alike must give the same squares here.
+TORCHVISION_CROPS = {
+    (0, 224, 298): (1, 54, 212),
+    (1, 224, 298): (0, 8, 219),
+    (2, 300, 224): (17, 4, 215),
+    (3, 224, 224): (12, 17, 200),
+    (4, 252, 448): (37, 143, 214),
+}
+
+
+def test_random_crop_params_are_torchvisions_for_the_same_seed():
+    for (seed, height, width), expected in TORCHVISION_CROPS.items():
+        generator = torch.Generator().manual_seed(seed)
+        assert random_crop_params(height, width, 224, generator=generator) == expected, (seed, height, width)
+    # The crop the transform takes is that square, resized: frame pixels that encode their own row and column show
+    # where it starts.
+    rows = torch.arange(224, dtype=torch.uint8).view(1, 224, 1, 1).expand(1, 224, 298, 1)
+    columns = torch.arange(298).remainder(256).to(torch.uint8).view(1, 1, 298, 1).expand(1, 224, 298, 1)
+    frames = torch.cat([rows, columns, torch.zeros_like(rows)], dim=-1)
+    out = random_resized_crop(to_float_clip(frames), 224, generator=torch.Generator().manual_seed(0)) * 255
+    # 212 px upsampled to 224: output pixel 0 samples the crop's first row and column (top 1, left 54).
+    assert round(out[0, 0, 0, 0].item()) == 1 and round(out[0, 1, 0, 0].item()) == 54
 
 
 def test_random_transform_shape_same_crop_for_all_frames_and_inference_is_center():

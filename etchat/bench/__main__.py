@@ -15,6 +15,7 @@ from etchat.bench.models import GEOMETRIES
 from etchat.bench.report import DEFAULT_OUTPUT, append_section, build_section, command_line, machine_info
 from etchat.bench.runner import run_in_process, run_isolated
 from etchat.bench.workload import DEFAULT_VIDEO_DIR
+from etchat.cli import add_old_spelling, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=224,
         help="short side of the generated videos (E.T. Bench's compressed videos: 224)",
     )
-    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="Markdown file the section is appended to")
+    parser.add_argument("--out", default=DEFAULT_OUTPUT, help="Markdown file the section is appended to")
+    add_old_spelling(parser, "--output", "out")
     parser.add_argument("--no_append", action="store_true", help="only print the table")
     parser.add_argument(
         "--in_process",
@@ -59,7 +61,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m etchat.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     subparsers = parser.add_subparsers(dest="scenario", required=True)
     for name, (module, help_text) in SCENARIOS.items():
         sub = subparsers.add_parser(
@@ -97,8 +101,8 @@ def run_scenario(name: str, args, argv) -> str:
     section = build_section(title, command_line(argv), machine, body)
     print(section)
     if not args.no_append:
-        append_section(args.output, section)
-        logger.info("appended to %s", args.output)
+        append_section(args.out, section)
+        logger.info("appended to %s", args.out)
     return section
 
 
@@ -106,7 +110,7 @@ def main(argv=None) -> None:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.scenario != "all":
         scenario_args = [(args.scenario, args, argv)]
     else:

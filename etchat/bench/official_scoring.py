@@ -48,6 +48,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from etchat.cli import MESSAGE_FORMAT, setup_logging
+
 logger = logging.getLogger(__name__)
 
 # The released compute_metrics.py, as the copy public in THUNLP-MT/MUSEG (data/eval/et_bench/) holds it.
@@ -56,7 +58,7 @@ SENTENCE_MODEL_IDS = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v
 PTB_FILES = ("ptbtokenizer.py", "stanford-corenlp-3.4.1.jar")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.bench.official_scoring",
         description=__doc__,
@@ -74,7 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="local variant, not the release: a recognised wrong letter ends the multiple-choice search",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def pin_hash_seed(hash_seed: int) -> None:  # (e)
@@ -220,7 +226,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     pin_hash_seed(args.hash_seed)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(fmt=MESSAGE_FORMAT)
     run(args)
 
 

@@ -69,6 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
+from etchat.cli import setup_logging
+
 logger = logging.getLogger(__name__)
 
 SEED = 0
@@ -447,7 +449,7 @@ def compare_attention(python: str, inputs: dict[str, Path], out: Path) -> str:
     return format_table(list(rows[0]), rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.bench.original_inference",
         description=__doc__,
@@ -460,8 +462,13 @@ def main(argv: list[str] | None = None) -> None:
         "--reference", help="copy etbench.json and frames.json to this folder (e.g. tests/reference/original_inference)"
     )
     parser.add_argument("--attention", action="store_true", help="measure the attention window (see above)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     out = Path(args.out)
     inputs = write_inputs(out / "inputs")
     if args.attention:

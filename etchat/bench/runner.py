@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 
+from etchat.cli import setup_logging
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,13 +47,20 @@ def run_in_process(target: str, config: dict) -> dict:
     return function(config)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Run one benchmark configuration (used by python -m etchat.bench).")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.bench.runner",
+        description="Run one benchmark configuration (used by python -m etchat.bench).",
+    )
     parser.add_argument("target", help="module:function to call with the config dict")
     parser.add_argument("config", help="JSON file with the config")
     parser.add_argument("result", help="JSON file to write the result to")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(logging.WARNING)
     with open(args.config) as f:
         config = json.load(f)
     result = run_in_process(args.target, config)

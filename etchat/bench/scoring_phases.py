@@ -209,14 +209,22 @@ def run_config(config: dict) -> dict:
     return {"runs": runs}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.bench.scoring_phases",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("pred_file", help="prediction file to score (its metrics.json and metrics.log are written)")
     parser.add_argument("--out", required=True, help="JSON file for the timings")
     parser.add_argument("--runs", type=int, default=2, help="scorings of the file: one cold, then warm rescorings")
     parser.add_argument("--device", default="cpu", help="device of the sentence model")
     parser.add_argument("--torch_threads", type=int, help="torch threads (default: torch's choice)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     config = {
         "pred_file": args.pred_file,
         "device": args.device,

@@ -18,6 +18,7 @@ import torch
 
 from etchat.bench.report import format_table
 from etchat.bench.workload import SampleShape, ensure_videos
+from etchat.cli import add_old_spelling
 from etchat.data.transforms import build_transform
 from etchat.data.video import load_video
 
@@ -82,7 +83,12 @@ def run_config(config: dict) -> dict:
 def add_arguments(parser) -> None:
     parser.add_argument("--videos", type=int, default=4, help="number of videos to read")
     parser.add_argument("--seconds", type=int, default=150, help="length of the first video (the next are 1 s longer)")
-    parser.add_argument("--threads", type=int, help="the N of 1 vs N decoding threads (default: the CPU count)")
+    parser.add_argument(
+        "--video_decode_threads",
+        type=int,
+        help="the N of 1 vs N decoder threads per video (default: the CPU count)",
+    )
+    add_old_spelling(parser, "--threads", "video_decode_threads", type=int)
 
 
 def run(args, run_one) -> str:
@@ -90,7 +96,7 @@ def run(args, run_one) -> str:
     # Lengths --seconds, --seconds + 1, ... so the videos differ (they are cached by length).
     shapes = [SampleShape(i, args.seconds + i, 0, 0, []) for i in range(args.videos)]
     ensure_videos(shapes, args.video_dir, args.video_fps, size)
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.video_decode_threads or os.cpu_count() or 1
     configs = default_configs(threads)
     if args.configs:
         wanted = args.configs.split(",")

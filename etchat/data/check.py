@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from tqdm import tqdm
 
 from etchat.data.dataset import DataArguments, keep_sample, match_token_count, media_file, sample_problem
+from etchat.data.etbench import read_annotations, sample_key
 from etchat.data.sample_checks import (
     LOST,
     WARNINGS,
@@ -117,14 +118,12 @@ def drop_reason(sample: dict, options: DataArguments) -> str:
         value = getattr(options, name)
         alone = replace(options, **{other: None for other in FILTERS if other != name})
         if value is not None and not keep_sample(sample, alone):
-            return f"{name} {','.join(value) if name == 'tasks' else value}"
+            return f"{name} {','.join(value) if isinstance(value, list) else value}"
     return "filters"
 
 
 def check_benchmark(path: str, video_root: str) -> Findings:
     """The checks of E.T. Bench inference on a file or folder of annotations."""
-    from etchat.eval.etbench.infer import read_annotations, sample_key
-
     samples, problems = read_annotations(path)
     findings = Findings(total=len(samples) + len(problems), problems=list(problems))
     for sample in samples:
@@ -141,12 +140,18 @@ def check_benchmark(path: str, video_root: str) -> Findings:
 
 
 # ---- the videos ------------------------------------------------------------------------------------------------------
-def check_videos(findings: Findings, options: DataArguments, decode: bool, workers: int) -> None:
+def check_videos(
+    findings: Findings,
+    options: DataArguments,
+    decode: bool,
+    workers: int,
+    vision_processor: str = "clip_center_224",
+) -> None:
     """Probe (or decode) every video once, in ``workers`` threads, and add the problems of the samples using it.
     Decoding reads the 1 fps frames at the size the model's transform takes, as training and inference do."""
     from etchat.data.transforms import build_transform
 
-    short_side = build_transform(options.vision_processor, inference=True).size
+    short_side = build_transform(vision_processor, inference=True).size
     users: dict[str, list[Sample]] = {}
     for sample in findings.samples:
         if sample.video is not None:
@@ -239,14 +244,8 @@ def data_options(args: argparse.Namespace) -> DataArguments:
     for name in FILTERS:
         if getattr(args, name) is not None:
             filters[name] = getattr(args, name)
-    if isinstance(filters.get("tasks"), str):
-        filters["tasks"] = [t for t in filters["tasks"].split(",") if t]
     return DataArguments(
-        image_folder=args.image_path,
-        video_folder=args.video_root,
-        gather_conv_query=args.gather_conv_query,
-        vision_processor=args.vision_processor,
-        **filters,
+        image_path=args.image_path, video_path=args.video_root, gather_conv_query=args.gather_conv_query, **filters
     )
 
 
@@ -254,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     from etchat.cli import setup_logging
 
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(force=True)
     options = data_options(args)
     findings = read_findings(args.annotations, args.video_root, options)
-    check_videos(findings, options, args.decode, args.workers)
+    check_videos(findings, options, args.decode, args.workers, args.vision_processor)
     print(format_report(args.annotations, findings))
     if args.report:
         write_json_atomic(

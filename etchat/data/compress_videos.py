@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     src, dst = _folders(parser, args)
-    setup_logging()
+    setup_logging(force=True)
     if args.fps <= 0 or args.size < 2:
         raise SystemExit(f"--fps must be positive and --size at least 2, got {args.fps} and {args.size}")
     options = CompressOptions(

@@ -1,7 +1,7 @@
 """The supervised training set: LLaVA-style annotation files -> token ids, labels and frames (docs/design.md §6).
 
 An annotation file is a JSON list of samples with ``conversations`` (alternating ``from: human|gpt``, ``value``),
-an optional ``image`` or ``video`` path (relative to ``image_folder`` / ``video_folder``) and optional ``duration``,
+an optional ``image`` or ``video`` path (relative to ``image_path`` / ``video_path``) and optional ``duration``,
 ``src``, ``tgt`` (seconds), ``source``, ``task``. The three published files (llava_558k_with_webvid.json,
 llava_v1_5_mix665k_with_video_chatgpt.json, et_instruct_164k_vid.json) use this layout.
 """
@@ -38,31 +38,55 @@ MODALITIES = ("image", "video", "text")
 
 @dataclass
 class DataArguments:
-    """Data options; names follow the original training CLI where it has them (None or a negative bound = off)."""
+    """What data a training stage reads and which samples it keeps: the `DataArguments` of the original's training
+    command, with its field names (`anno_path`, `image_path`, `video_path`, ...; a negative bound is no bound), plus
+    this project's `video_cache_size`, `tasks` and `strict`. How the model reads a sample (its template, frame
+    transform and time tags) is the model's, given to `SupervisedDataset` apart."""
 
-    annotation_path: list[str] = field(default_factory=list, metadata={"help": "annotation JSON file(s)"})
-    image_folder: str | None = field(default=None, metadata={"help": "root of the `image` paths"})
-    video_folder: str | None = field(default=None, metadata={"help": "root of the `video` paths"})
-    video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
-    video_cache_size: int = field(default=0, metadata={"help": "decoded videos kept in memory (LRU), 0 = off"})
-    fps: float = field(default=1.0, metadata={"help": "frames sampled per second of video"})
-    min_video_len: float | None = field(default=None, metadata={"help": "drop/reject videos shorter than this (s)"})
-    max_video_len: float | None = field(default=None, metadata={"help": "drop/reject videos longer than this (s)"})
-    min_num_words: int | None = field(default=None, metadata={"help": "drop samples whose first answer is shorter"})
-    max_num_words: int | None = field(default=None, metadata={"help": "drop samples whose first answer is longer"})
-    max_retries: int = field(default=10, metadata={"help": "other random samples tried when one fails to load"})
-    tasks: list[str] | None = field(default=None, metadata={"help": "keep only samples whose `task` is one of these"})
-    image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square with the mean colour"})
-    vision_processor: str = field(default="clip_center_224", metadata={"help": "frame transform name"})
-    conv_type: str = field(default="phi3", metadata={"help": "conversation template"})
-    gather_conv_query: bool = field(
-        default=False,
-        metadata={"help": "show the video once (first user turn) with all user turns joined as its instruction"},
+    anno_path: str | None = field(default=None, metadata={"help": "annotation JSON file(s), comma-separated"})
+    image_path: str | None = field(default=None, metadata={"help": "root of the samples' `image` paths"})
+    video_path: str | None = field(default=None, metadata={"help": "root of the samples' `video` paths"})
+    video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video (at least 1)"})
+    video_cache_size: int = field(
+        default=0,
+        metadata={
+            "help": "decoded videos each data-loader worker keeps in memory (least recently used dropped first; 0 = "
+            "off): for annotation files with several samples per video; use with --dataloader_persistent_workers"
+        },
     )
-    use_time_tag: bool = field(default=False, metadata={"help": "write src times as text and pass frame tags"})
-    use_matching: bool = field(default=False, metadata={"help": "train the <vid> matching heads"})
-    model_max_length: int = field(default=2048, metadata={"help": "batches are truncated to this many tokens"})
-    strict: bool = field(default=False, metadata={"help": "refuse the files when a sample cannot be used"})
+    image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square (mean colour)"})
+    gather_conv_query: bool = field(
+        default=False, metadata={"help": "video only in the first user turn, Q-Former reads all user turns joined"}
+    )
+    fps: float = field(default=1.0, metadata={"help": "frames sampled per second"})
+    min_video_len: float = field(default=-1, metadata={"help": "skip videos shorter than this (s); -1 = off"})
+    max_video_len: float = field(default=-1, metadata={"help": "skip videos longer than this (s); -1 = off"})
+    min_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is shorter; -1 = off"})
+    max_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is longer; -1 = off"})
+    max_retries: int = field(default=10, metadata={"help": "random replacements tried for a sample that fails"})
+    tasks: str | None = field(
+        default=None, metadata={"help": "keep only samples whose `task` field is one of these (comma-separated)"}
+    )
+    strict: bool = field(
+        default=False,
+        metadata={"help": "refuse the annotation files when a sample cannot be used, instead of skipping it"},
+    )
+
+    @property
+    def anno_paths(self) -> list[str]:
+        return _split_list(self.anno_path)
+
+    @property
+    def task_names(self) -> list[str]:
+        return _split_list(self.tasks)
+
+
+def _split_list(value: str | list[str] | None) -> list[str]:
+    """A comma-separated command-line value (or a list, from Python) as a list."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(item) for item in items if item]
 
 
 def _enabled(bound) -> bool:
@@ -80,7 +104,7 @@ def _count_words(sample: dict) -> int:
 
 def keep_sample(sample: dict, args: DataArguments) -> bool:
     """Whether ``sample`` passes the task, first-answer word count and duration filters."""
-    if args.tasks and sample.get("task") not in args.tasks:
+    if args.tasks and sample.get("task") not in args.task_names:
         return False
     if _enabled(args.min_num_words) or _enabled(args.max_num_words):
         num_words = _count_words(sample) if len(sample["conversations"]) > 1 else 0
@@ -153,9 +177,9 @@ def times_problem(sample: dict, times_as_text: bool) -> str | None:
 
 def media_file(sample: dict, args: DataArguments) -> str | None:
     if "image" in sample:
-        return os.path.join(args.image_folder or "", sample["image"])
+        return os.path.join(args.image_path or "", sample["image"])
     if "video" in sample:
-        return os.path.join(args.video_folder or "", sample["video"])
+        return os.path.join(args.video_path or "", sample["video"])
     return None
 
 
@@ -201,9 +225,18 @@ class SupervisedDataset(Dataset):
     ``modality`` and ``length`` (token count). A sample that fails to load is replaced by another random one.
     """
 
-    def __init__(self, annotation_paths: str | list[str] | None, tokenizer, data_args: DataArguments):
+    def __init__(
+        self,
+        annotation_paths: str | list[str] | None,
+        tokenizer,
+        data_args: DataArguments,
+        *,
+        conv_type: str = "phi3",
+        vision_processor: str = "clip_center_224",
+        use_time_tag: bool = False,
+    ):
         if annotation_paths is None:
-            annotation_paths = data_args.annotation_path
+            annotation_paths = data_args.anno_paths
         if isinstance(annotation_paths, (str, os.PathLike)):
             annotation_paths = [annotation_paths]
         if not annotation_paths:
@@ -245,7 +278,8 @@ class SupervisedDataset(Dataset):
         self.origins = origins  # (file index, position in file) of each kept sample, for messages
         self.tokenizer = tokenizer
         self.args = data_args
-        self.transform = build_transform(data_args.vision_processor, inference=False)
+        self.conv_type, self.use_time_tag = conv_type, use_time_tag
+        self.transform = build_transform(vision_processor, inference=False)
         # Per process: each data-loader worker holds its own copy of the dataset, so its own cache.
         self.video_cache: OrderedDict[str, object] = OrderedDict()
 
@@ -308,7 +342,7 @@ class SupervisedDataset(Dataset):
                 fps=args.fps,
                 min_len=args.min_video_len,
                 max_len=args.max_video_len,
-                num_threads=args.video_decode_threads,
+                num_threads=max(args.video_decode_threads, 1),
                 short_side=self.transform.size,
             )
             entry = (clip.frames if random_crop else self.transform(clip.frames), clip.tags)
@@ -328,7 +362,7 @@ class SupervisedDataset(Dataset):
         src, tgt = sample.get("src"), sample.get("tgt")
         if not match_token_count(sample):  # timestamps written as text: src / tgt are metadata
             src = tgt = None
-        if args.use_time_tag and src is not None:
+        if self.use_time_tag and src is not None:
             # The source times become text in the question instead of <vid> tokens.
             conversations[0]["value"] = write_times(conversations[0]["value"], src)
             src = None
@@ -338,12 +372,12 @@ class SupervisedDataset(Dataset):
             frames = self.transform(load_image(self.media_path(idx), pad_to_square=args.image_pad_to_square))
         elif modality == "video":
             frames, tags = self.load_video_frames(self.media_path(idx))
-            tag = tags if args.use_time_tag else None
+            tag = tags if self.use_time_tag else None
 
         data = preprocess(
             conversations,
             self.tokenizer,
-            args.conv_type,
+            self.conv_type,
             modality != "text",
             name=self.sample_name(idx),
             gather_conv_query=args.gather_conv_query,

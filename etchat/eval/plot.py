@@ -1,13 +1,11 @@
-"""Timeline plots of video answers: ground-truth and predicted spans, matched times and `<vid>` similarity curves.
+"""Timeline plots of prediction files: ground-truth and predicted spans, matched times and `<vid>` similarity curves.
 
-    python -m etchat.eval.plot work_dirs/etchat-stage-3/etbench/etbench.json --idx 0 5 --task tvg --out plots \
+    python -m etchat.eval.plot work_dirs/etchat-stage-3/etbench/etbench.json --idx 0 5 --task tvg --output_dir plots \\
         [--data_path data/etbench/videos]
 
-``plot_timeline`` draws one figure from plain values and is what the chat CLI calls; ``plot_record`` derives those
-values from a prediction record (``tgt`` or ``span`` for the ground truth, ``pred`` or the spans parsed from ``a`` by
-the E.T. Bench rules for the prediction, and the ``sims`` / ``frame_times`` / ``match_times`` that inference writes
-with ``--save_sims``). Figures are drawn with the Agg canvas directly, so importing this module leaves pyplot's
-backend alone.
+Prediction records -> timelines: ``plot_record`` takes from a record what `etchat.plot.plot_timeline` draws: ``tgt``
+or ``span`` for the ground truth, ``pred`` or the spans parsed from ``a`` by the E.T. Bench rules for the prediction,
+and the ``sims`` / ``frame_times`` / ``match_times`` that inference writes with ``--save_sims``.
 """
 
 from __future__ import annotations
@@ -16,125 +14,17 @@ import argparse
 import logging
 import os
 import re
-import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from etchat.data.tokenization import format_seconds
+from etchat.cli import add_old_spelling, setup_logging
 from etchat.io import read_jsonl, read_records
+from etchat.plot import GT_COLOR, MATCH_COLORS, NUM_THUMBNAILS, PRED_COLOR, plot_timeline
+
+__all__ = ["GT_COLOR", "MATCH_COLORS", "PRED_COLOR", "plot_record", "plot_records", "plot_timeline", "record_spans"]
 
 logger = logging.getLogger(__name__)
-
-GT_COLOR = "#2ca02c"
-PRED_COLOR = "#ff7f0e"
-# One colour per `<vid>` token, shared by its matched-time marker and its similarity curve.
-MATCH_COLORS = ("#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
-NUM_THUMBNAILS = 8
-
-
-def plot_timeline(
-    duration: float,
-    out_path: str | os.PathLike,
-    gt_spans: Sequence[Sequence[float]] | None = None,
-    pred_spans: Sequence[Sequence[float]] | None = None,
-    times: Sequence[float] | None = None,
-    similarities: Sequence[Sequence[float]] | None = None,
-    frame_times: Sequence[float] | None = None,
-    thumbnails: Sequence[tuple[float, np.ndarray]] | None = None,
-    title: str | None = None,
-) -> Path:
-    """Draw a video timeline as a PNG at ``out_path`` and return the path.
-
-    duration: video length in seconds (the x range). gt_spans / pred_spans: ``[start, end]`` seconds, drawn as bars on
-    a ground-truth and a prediction lane. times: matched `<vid>` times, drawn as markers. similarities: one curve per
-    `<vid>` token over the frames, at ``frame_times`` (default: frame ``i`` at ``i`` seconds). thumbnails:
-    ``(time, uint8 HxWx3 image)`` pairs shown above the timeline. title: text on top (wrapped).
-    """
-    if not duration or duration <= 0:
-        raise ValueError(f"plot_timeline needs a positive duration, got {duration!r}")
-    similarities = [np.asarray(s, dtype=float) for s in similarities or []]
-    heights = [1.3] * bool(thumbnails) + [1.2] + [2.2] * bool(similarities)
-    figure = Figure(figsize=(12, sum(heights) + (0.9 if title else 0.5)), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = list(figure.subplots(len(heights), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0])
-    if thumbnails:
-        _draw_thumbnails(axes.pop(0), thumbnails, duration)
-    spans_axis = axes.pop(0)
-    _draw_spans(spans_axis, gt_spans or [], pred_spans or [], times or [])
-    if similarities:
-        _draw_similarities(axes.pop(0), similarities, frame_times, times or [])
-    bottom = figure.axes[-1]
-    bottom.set_xlim(0, duration)
-    bottom.xaxis.set_major_locator(MaxNLocator(nbins=12, steps=[1, 2, 5, 10]))
-    bottom.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_seconds(x)))
-    bottom.set_xlabel("time (mm:ss)")
-    if title:
-        # Titles hold model answers: a "$" there is text, not the start of a formula.
-        figure.suptitle("\n".join(textwrap.wrap(title, 140)[:3]), fontsize=10, ha="left", x=0.01, parse_math=False)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_path, dpi=100)
-    return out_path
-
-
-def _draw_thumbnails(axis, thumbnails, duration: float) -> None:
-    # Equal slots in time order (not centred on their times, which would overlap at the ends), each labelled.
-    slot = duration / len(thumbnails)
-    for k, (time, image) in enumerate(sorted(thumbnails, key=lambda item: item[0])):
-        left, right = k * slot + 0.03 * slot, (k + 1) * slot - 0.03 * slot
-        axis.imshow(np.asarray(image), extent=(left, right, 0, 1), aspect="auto")
-        axis.text(
-            (left + right) / 2,
-            0.04,
-            format_seconds(time),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            color="white",
-            bbox=dict(facecolor="black", alpha=0.5, pad=1, linewidth=0),
-        )
-    axis.set_ylim(0, 1)
-    axis.set_yticks([])
-    axis.set_ylabel("frames", rotation=0, ha="right", va="center")
-
-
-def _draw_spans(axis, gt_spans, pred_spans, times) -> None:
-    lanes = {"ground truth": (1, gt_spans, GT_COLOR), "prediction": (0, pred_spans, PRED_COLOR)}
-    for label, (lane, spans, color) in lanes.items():
-        bars = [(start, max(end - start, 0.0)) for start, end in spans]
-        axis.broken_barh(bars, (lane - 0.3, 0.6), facecolors=color, edgecolor="black", linewidth=0.5)
-        if not spans and label == "prediction" and not times:
-            axis.text(0.5, lane, "no span parsed", transform=axis.get_yaxis_transform(), ha="center", va="center")
-    for k, time in enumerate(times):
-        color = MATCH_COLORS[k % len(MATCH_COLORS)]
-        axis.axvline(time, color=color, linestyle="--", linewidth=1)
-        axis.plot([time], [0], marker="v", markersize=9, color=color, zorder=3)
-    axis.set_ylim(-0.7, 1.7)
-    axis.set_yticks([0, 1], ["prediction", "ground truth"])
-    axis.set_axisbelow(True)  # grid lines behind the bars
-    axis.grid(axis="x", alpha=0.3)
-
-
-def _draw_similarities(axis, similarities, frame_times, times) -> None:
-    for k, curve in enumerate(similarities):
-        color = MATCH_COLORS[k % len(MATCH_COLORS)]
-        x = np.asarray(frame_times, dtype=float) if frame_times is not None else np.arange(len(curve), dtype=float)
-        if len(x) != len(curve):
-            raise ValueError(f"similarity curve {k} has {len(curve)} values but there are {len(x)} frame times")
-        label = f"<vid> {k + 1}" + (f" -> {format_seconds(times[k])}" if k < len(times) else "")
-        axis.plot(x, curve, color=color, linewidth=1.2, label=label)
-        best = int(np.argmax(curve))
-        axis.plot([x[best]], [curve[best]], marker="o", color=color)
-    axis.set_ylabel("similarity")
-    axis.set_ylim(bottom=0)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="upper right", fontsize=8, ncols=min(len(similarities), 4))
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Prediction records
@@ -241,26 +131,37 @@ def select_records(records: list[dict], idx=None, task=None, source=None) -> lis
     ]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.eval.plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("pred_path", help="prediction file (.json) or journal (.jsonl)")
     parser.add_argument("--idx", type=int, nargs="+", help="sample idx values to draw (default: the first --limit)")
     parser.add_argument("--task", help="only samples of this task")
     parser.add_argument("--source", help="only samples of this source")
     parser.add_argument("--limit", type=int, default=10, help="at most this many plots")
     parser.add_argument("--data_path", help="video root, for thumbnails")
-    parser.add_argument("--out", required=True, help="output folder for the PNG files")
-    return parser.parse_args(argv)
+    parser.add_argument("--output_dir", help="folder for the PNG files (required)")
+    add_old_spelling(parser, "--out", "output_dir")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.output_dir:
+        parser.error("the following arguments are required: --output_dir")
+    return args
 
 
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     records = select_records(load_records(args.pred_path), args.idx, args.task, args.source)
     if not records:
         wanted = f"--idx {args.idx} --task {args.task} --source {args.source}"
         raise SystemExit(f"{args.pred_path}: no sample matches {wanted}")
-    return plot_records(records[: args.limit], args.out, args.data_path)
+    return plot_records(records[: args.limit], args.output_dir, args.data_path)
 
 
 if __name__ == "__main__":

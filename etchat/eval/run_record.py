@@ -271,8 +271,8 @@ def fingerprint(record: dict) -> dict:
     bytes to digest, e.g. an API endpoint) and the settings. The project version, the environment and the time are
     recorded but not compared (docs/design.md §13 says why)."""
     model = dict(record.get("model") or {})
-    if model.get("weights_digest"):
-        model = {key: model.get(key) for key in ("weights_digest", "config_digest")}
+    keys = ("weights_digest", "config_digest") if model.get("weights_digest") else ("name", "revision")
+    model = {key: model.get(key) for key in keys}
     return {"benchmark": record.get("benchmark"), "model": model, "settings": record.get("settings")}
 
 

@@ -9,7 +9,7 @@ for every benchmark:
   answered;
 * a sample whose video cannot be read, or whose generation fails, gets an ``error`` field and the run goes on (a
   rerun retries it);
-* videos are decoded ahead by ``--num_workers`` worker processes and ``--batch_size`` samples are generated together;
+* videos are decoded ahead by ``--workers`` worker processes and ``--batch_size`` samples are generated together;
   under ``--greedy`` a batch gives the answers of batch size 1; with ``--seed`` each batch draws from a generator
   seeded by the seed and its first sample's key, so with batch size 1 an answer does not depend on sharding or
   resuming;
@@ -39,7 +39,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from etchat.cli import add_device_args, add_model_path_arg, resolve_device_dtype
+from etchat.cli import (
+    add_device_args,
+    add_model_path_arg,
+    add_old_spelling,
+    resolve_device_dtype,
+    setup_logging,
+    shard_log_format,
+)
 from etchat.data.conversation import chat_prompt
 from etchat.data.sample_checks import Problem, report_problems
 from etchat.data.sample_checks import time_problem as sample_time_problem
@@ -383,8 +390,11 @@ def failure_line(result: ShardResult) -> str | None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def build_parser(benchmark: Benchmark, description: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(benchmark: Benchmark, description: str | None, prog: str | None = None) -> argparse.ArgumentParser:
+    """The inference command of `benchmark`; `prog` is the command a user types (python -m etchat.eval.X.infer)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--anno_path", required=True, help="annotation file (or folder of them)")
     parser.add_argument("--data_path", required=True, help="video root folder")
     parser.add_argument("--pred_path", required=True, help=f"folder the {benchmark.stem}*.json predictions go to")
@@ -392,7 +402,10 @@ def build_parser(benchmark: Benchmark, description: str | None) -> argparse.Argu
     parser.add_argument("--chunk", type=int, default=1, help="number of shards (processes)")
     parser.add_argument("--index", type=int, default=0, help="shard of this process, 0 <= index < chunk")
     parser.add_argument("--batch_size", type=int, default=1, help="samples generated together")
-    parser.add_argument("--num_workers", type=int, default=2, help="video decoding worker processes (0: in-process)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="video decoding worker processes (0: decode in the main process)"
+    )
+    add_old_spelling(parser, "--num_workers", "workers", type=int)
     parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of the published sampling")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (per batch, from its first sample)")
     parser.add_argument(
@@ -403,7 +416,10 @@ def build_parser(benchmark: Benchmark, description: str | None) -> argparse.Argu
     )
     add_device_args(parser)
     parser.add_argument("--save_sims", action="store_true", help="store the <vid> similarity curves for plotting")
-    parser.add_argument("--plot", type=int, default=0, metavar="N", help="draw timelines of the first N samples")
+    parser.add_argument(
+        "--plot_samples", type=int, default=0, metavar="N", help="draw timelines of the first N samples into plots/"
+    )
+    add_old_spelling(parser, "--plot", "plot_samples", type=int)
     parser.add_argument("--verbose", action="store_true", help="log every prompt and answer")
     parser.add_argument(
         "--strict",
@@ -426,10 +442,7 @@ def build_parser(benchmark: Benchmark, description: str | None) -> argparse.Argu
 
 def setup(args: argparse.Namespace) -> None:
     """Logging with the shard in every line."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s [shard {args.index}/{args.chunk}] %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(fmt=shard_log_format(args.index, args.chunk))
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -562,27 +575,33 @@ def run(benchmark: Benchmark, args: argparse.Namespace, model=None, tokenizer=No
                 _record_fn(benchmark, args.save_sims, args.verbose),
                 benchmark.to_error,
                 batch_size=args.batch_size,
-                num_workers=args.num_workers,
+                num_workers=args.workers,
                 seed=args.seed,
                 desc=f"{benchmark.name} {args.index}/{args.chunk}",
                 time_fields=benchmark.time_fields,
             )
         records = collect(store, args.chunk, list(jobs), done, new)
         store.write_final(records)
-    if args.plot:
+    if args.plot_samples:
         from etchat.eval.plot import plot_records
 
-        plot_records(records[: args.plot], Path(args.pred_path) / "plots", data_path=args.data_path)
+        plot_records(records[: args.plot_samples], Path(args.pred_path) / "plots", data_path=args.data_path)
     return ShardResult(records, skipped)
 
 
 INPUT_ERRORS = (OSError, ValueError, CheckpointMismatchError, LockHeldError, ModelNotFoundError, RunMismatchError)
 
 
-def main(benchmark: Benchmark, argv: list[str] | None = None, description: str | None = None) -> ShardResult:
+def main(
+    benchmark: Benchmark,
+    argv: list[str] | None = None,
+    description: str | None = None,
+    prog: str | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> ShardResult:
     """The command line; exits with a non-zero status, after writing everything, when samples were skipped or
     failed. Input a user can get wrong (options, files, a folder of another run) is one line and exit status 2."""
-    args = build_parser(benchmark, description).parse_args(argv)
+    args = (parser or build_parser(benchmark, description, prog)).parse_args(argv)
     setup(args)
     try:
         check_options(args)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from etchat.cli import MESSAGE_FORMAT, setup_logging
 from etchat.io import read_json_without_conflicts, remove_stale_temp_files, write_json_atomic
 from etchat.locking import FileLock, LockHeldError, describe
 from etchat.version import project_version
@@ -226,7 +227,7 @@ BAD_INPUT_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
 def run_scorer(scorer: Scorer, argv: list[str] | None = None) -> dict | None:
     """The command line: parse ``argv``, then `score_to_file`."""
     args = scorer.parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    setup_logging(fmt=MESSAGE_FORMAT, stream=sys.stdout)
     return score_to_file(scorer, args)
 
 

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from etchat.data.tokenization import format_seconds
-from etchat.serve.options import add_session_args, report_input_error, setup_logging
+from etchat.serve.options import add_session_args, report_input_error, setup_session_logging
 from etchat.serve.session import (
     ChatInputError,
     VideoChat,
@@ -41,7 +41,7 @@ QUIT_COMMANDS = ("/quit", "/exit")
 RESET_COMMAND = "/reset"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.serve.chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -50,7 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_session_args(parser)
     parser.add_argument("--json", action="store_true", help="print the answer and its matches as JSON")
     parser.add_argument("--plot", metavar="PNG", help="write the answer's timeline plot here")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def numbered_path(path: str, number: int | None) -> Path:
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    setup_session_logging(args.verbose)
     try:
         run(args)
     except ChatInputError as error:

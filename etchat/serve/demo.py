@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from etchat.data.tokenization import format_seconds
 from etchat.data.video import VideoClip
 from etchat.serve.answer import ChatAnswer
-from etchat.serve.options import add_session_args, report_input_error, setup_logging
+from etchat.serve.options import add_session_args, report_input_error, setup_session_logging
 from etchat.serve.session import (
     MAX_QUESTION_CHARS,
     ChatInputError,
@@ -236,7 +236,7 @@ def build_demo(backend: DemoBackend):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.serve.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -246,7 +246,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max_upload_mb", type=float, default=MAX_UPLOAD_MB, help="larger uploads are refused by the server"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def max_upload_bytes(megabytes: float) -> int:
@@ -292,7 +296,7 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    setup_session_logging(args.verbose)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing may phone home
     try:
         max_file_size = max_upload_bytes(args.max_upload_mb)

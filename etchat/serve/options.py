@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from etchat.cli import LOG_FORMAT, add_device_args, add_model_path_arg
+from etchat.cli import add_device_args, add_model_path_arg, setup_logging
 from etchat.serve.session import MAX_QUESTION_CHARS
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def report_input_error(prog: str, error: Exception, verbose: bool) -> int:
     return EXIT_BAD_INPUT
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+def setup_session_logging(verbose: bool) -> None:
+    setup_logging(logging.INFO if verbose else logging.WARNING)
     if not verbose:
         from transformers.utils import logging as hf_logging
 

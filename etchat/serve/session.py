@@ -223,7 +223,7 @@ def clip_thumbnails(clip: VideoClip, count: int = NUM_THUMBNAILS) -> list[tuple[
 
 def plot_answer(answer: ChatAnswer, clip: VideoClip, out_path: str | Path) -> Path:
     """The video's timeline with thumbnails, the matched times and each `<vid>`'s similarity curve."""
-    from etchat.eval.plot import plot_timeline
+    from etchat.plot import plot_timeline
 
     return plot_timeline(
         clip.duration,

@@ -20,8 +20,9 @@ import logging
 import random
 from pathlib import Path
 
+from etchat.cli import setup_logging
+from etchat.data.etbench import load_annotations
 from etchat.eval.dvc.infer import load_videos
-from etchat.eval.etbench.infer import load_annotations
 from etchat.eval.etbench.scorers import OPTION_LETTERS
 from etchat.eval.etbench.tasks import TASKS
 from etchat.eval.qvhighlights.infer import load_queries
@@ -142,8 +143,11 @@ def summary(named_dirs: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Random-span baselines and score summaries of quickstart runs.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.toy.baselines",
+        description="Random-span baselines and score summaries of quickstart runs.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     rand = commands.add_parser("random_spans", help="answer every sample at random in its task's format")
     rand.add_argument("annotations", help="annotation file or folder (annotations/vid for E.T. Bench)")
@@ -154,8 +158,13 @@ def main(argv=None) -> None:
     summ.add_argument(
         "runs", nargs="+", metavar="NAME=DIR", help="a run folder holding etbench/ (and qvhighlights/, dvc/)"
     )
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.command == "random_spans":
         random_spans(args.annotations, args.out_dir, args.seed, args.benchmark)
         return

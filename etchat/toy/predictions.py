@@ -14,6 +14,7 @@ import logging
 import random
 from pathlib import Path
 
+from etchat.cli import setup_logging
 from etchat.eval.etbench.scorers import OPTION_LETTERS
 from etchat.io import write_json_atomic
 
@@ -288,16 +289,23 @@ def make_predictions(scale: float = 1.0, seed: int = 0) -> list[dict]:
     return samples
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write a seeded synthetic E.T. Bench prediction file (20 groups).")
-    parser.add_argument("--out", required=True, help="output .json path")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.toy.predictions",
+        description="Write a seeded synthetic E.T. Bench prediction file (20 groups).",
+    )
+    parser.add_argument("--out", required=True, help="the .json file to write")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each group's real size (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     args = parse_args(argv)
     samples = make_predictions(args.scale, args.seed)
     out = Path(args.out)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
+from etchat.cli import setup_logging
 from etchat.io import give_default_modes, write_json_atomic
 from etchat.model.eva_vit import EVAVisionTransformer
 from etchat.model.qformer import QFormer, hf_to_published_key
@@ -203,9 +204,10 @@ def save_untrained(spec: dict, out_dir: str, seed: int = 0) -> None:
     save_etchat(*build_untrained(spec), out_dir)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Write tiny E.T. Chat base weights in the published formats (for tests and the quickstart)."
+        prog="python -m etchat.toy.tiny",
+        description="Write tiny E.T. Chat base weights in the published formats (for tests and the quickstart).",
     )
     parser.add_argument("out_dir", help="folder for the base weights (or an existing one, with the options below)")
     parser.add_argument(
@@ -215,8 +217,12 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="test", help="toy geometry")
     parser.add_argument("--print_args", action="store_true", help="print the train.py flags of an existing base")
     parser.add_argument("--save_untrained", metavar="DIR", help="save an untrained E.T. Chat built from the base")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging()
     if args.print_args or args.save_untrained:
         with open(os.path.join(args.out_dir, "tiny.json")) as f:
             spec = json.load(f)

@@ -1,7 +1,8 @@
 """Command-line arguments of `python -m etchat.train.train` (the original's flags, docs/design.md §6).
 
 Three groups, parsed together by `HfArgumentParser`: what model to build (`ModelArguments`), what data to read
-(`DataArguments`) and how to train (`TrainingArguments`, transformers' own plus LoRA / tuning-mode / saving options).
+(`DataArguments`, the data module's own, `etchat.data.dataset`) and how to train (`TrainingArguments`, transformers'
+own plus LoRA / tuning-mode / saving options).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 
 import transformers
 
-from etchat.data.dataset import DataArguments as DatasetOptions
+from etchat.data.dataset import DataArguments
+
+__all__ = ["DataArguments", "ModelArguments", "TrainingArguments", "parse_json_arg"]
 
 TUNING_MODES = ("projector", "qformer", "attention", "llm")
 # The original's name for EVA-ViT-G; checkpoints call it `eva_vit_g`.
@@ -65,38 +68,6 @@ class ModelArguments:
             raise ValueError(
                 f"--vision_tower {self.vision_tower!r} is not supported, use one of {list(VISION_TOWER_NAMES)}"
             )
-
-
-@dataclass
-class DataArguments:
-    anno_path: str | None = field(default=None, metadata={"help": "annotation JSON file(s), comma-separated"})
-    image_path: str | None = field(default=None, metadata={"help": "root of the samples' `image` paths"})
-    video_path: str | None = field(default=None, metadata={"help": "root of the samples' `video` paths"})
-    video_decode_threads: int = field(default=1, metadata={"help": "decoder threads per video"})
-    video_cache_size: int = field(
-        default=0,
-        metadata={
-            "help": "decoded videos each data-loader worker keeps in memory (least recently used dropped first; 0 = "
-            "off): for annotation files with several samples per video; use with --dataloader_persistent_workers"
-        },
-    )
-    image_pad_to_square: bool = field(default=False, metadata={"help": "pad images to a square (mean colour)"})
-    gather_conv_query: bool = field(
-        default=False, metadata={"help": "video only in the first user turn, Q-Former reads all user turns joined"}
-    )
-    fps: float = field(default=1.0, metadata={"help": "frames sampled per second"})
-    min_video_len: float = field(default=-1, metadata={"help": "skip videos shorter than this (s); -1 = off"})
-    max_video_len: float = field(default=-1, metadata={"help": "skip videos longer than this (s); -1 = off"})
-    min_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is shorter; -1 = off"})
-    max_num_words: int = field(default=-1, metadata={"help": "skip samples whose first answer is longer; -1 = off"})
-    max_retries: int = field(default=10, metadata={"help": "random replacements tried for a sample that fails"})
-    tasks: str | None = field(
-        default=None, metadata={"help": "keep only samples whose `task` field is one of these (comma-separated)"}
-    )
-    strict: bool = field(
-        default=False,
-        metadata={"help": "refuse the annotation files when a sample cannot be used, instead of skipping it"},
-    )
 
 
 @dataclass
@@ -162,33 +133,3 @@ def parse_json_arg(value: str | None, key: str) -> dict | None:
     if not isinstance(data, dict):
         raise ValueError(f"--{key} must describe a JSON object, got {type(data).__name__}")
     return data
-
-
-def dataset_options(
-    data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments, conv_type: str
-) -> DatasetOptions:
-    """The data module's options from the training command line."""
-    if not data_args.anno_path:
-        raise ValueError("--anno_path is required")
-    return DatasetOptions(
-        annotation_path=[p for p in data_args.anno_path.split(",") if p],
-        image_folder=data_args.image_path,
-        video_folder=data_args.video_path,
-        video_decode_threads=max(data_args.video_decode_threads, 1),
-        video_cache_size=data_args.video_cache_size,
-        fps=data_args.fps,
-        min_video_len=data_args.min_video_len,
-        max_video_len=data_args.max_video_len,
-        min_num_words=data_args.min_num_words,
-        max_num_words=data_args.max_num_words,
-        max_retries=data_args.max_retries,
-        tasks=[t for t in data_args.tasks.split(",") if t] if data_args.tasks else None,
-        image_pad_to_square=data_args.image_pad_to_square,
-        gather_conv_query=data_args.gather_conv_query,
-        vision_processor=model_args.vision_processor,
-        conv_type=conv_type,
-        use_time_tag=model_args.use_time_tag,
-        use_matching=model_args.use_matching,
-        model_max_length=training_args.model_max_length,
-        strict=data_args.strict,
-    )

@@ -21,6 +21,7 @@ import torch
 import transformers
 from transformers import HfArgumentParser
 
+from etchat.cli import setup_logging
 from etchat.hub import ResolvedModel, resolve_model
 from etchat.model.loading import (
     ADAPTER_FILE,
@@ -35,7 +36,6 @@ from etchat.train.arguments import (
     DataArguments,
     ModelArguments,
     TrainingArguments,
-    dataset_options,
     parse_json_arg,
 )
 from etchat.train.checkpoints import find_last_checkpoint
@@ -47,6 +47,7 @@ from etchat.train.trainer import (
 )
 
 logger = logging.getLogger(__name__)
+PROG = "python -m etchat.train.train"
 
 MATCHING_HEADS = ("frm_head", "vid_head")
 
@@ -58,7 +59,7 @@ def init_cpu_distributed(argv: list[str]) -> bool:
         return False
     from accelerate import PartialState
 
-    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser = argparse.ArgumentParser(prog=PROG, add_help=False)
     pre_parser.add_argument("--deepspeed", default=None)
     known, _ = pre_parser.parse_known_args(argv)
     if known.deepspeed:
@@ -228,19 +229,26 @@ def check_save_format(model_args: ModelArguments, training_args: TrainingArgumen
         )
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
+def setup_training_logging(training_args: TrainingArguments) -> None:
     """Our messages at INFO on the main process only; transformers at the level TrainingArguments asks for."""
-    level = logging.INFO if training_args.should_log else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    setup_logging(logging.INFO if training_args.should_log else logging.WARNING, force=True)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        (ModelArguments, DataArguments, TrainingArguments),
+        prog=PROG,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def prepare(argv: list[str]):
     """Everything before the first step: arguments, model, data, trainer. Returns (trainer, model_args, args)."""
     init_cpu_distributed(argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    setup_logging(training_args)
+    model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(args=argv)
+    setup_training_logging(training_args)
     check_save_format(model_args, training_args)
 
     from etchat.data.collator import DataCollator
@@ -249,8 +257,16 @@ def prepare(argv: list[str]):
     # The annotations are read and checked before the model, which takes minutes to load at full size.
     start_config = read_start_config(resolve_start(model_args).path)
     conv_type = model_args.conv_type or start_config.get("conv_type") or "phi3"
-    options = dataset_options(data_args, model_args, training_args, conv_type=conv_type)
-    dataset = SupervisedDataset(None, None, options)
+    if not data_args.anno_paths:
+        raise ValueError("--anno_path is required")
+    dataset = SupervisedDataset(
+        None,
+        None,
+        data_args,
+        conv_type=conv_type,
+        vision_processor=model_args.vision_processor,
+        use_time_tag=model_args.use_time_tag,
+    )
     # New weights (projector, matching heads, LoRA) must start the same on every rank and in every rerun.
     transformers.set_seed(training_args.seed)
     model, tokenizer = build_model(model_args, training_args)

@@ -1,6 +1,6 @@
 """Any OpenAI-compatible chat endpoint on E.T. Bench and the other benchmarks (docs/design.md §19).
 
-    python -m etchat.eval.api --model gpt-4o --benchmark etbench --subset \
+    python -m etchat.eval.api --model gpt-4o --benchmark etbench --subset \\
         --anno_path data/etbench/annotations/txt --data_path data/etbench/videos --pred_path work_dirs/gpt-4o/etbench
     python compute_metrics.py work_dirs/gpt-4o/etbench
 
@@ -21,18 +21,14 @@ refused (status 2). So is an endpoint that refuses every request (a wrong key, a
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
-import platform
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import datetime, timezone
-from pathlib import Path
 
 from tqdm import tqdm
 
+from etchat.cli import setup_logging, shard_log_format
 from etchat.constants import MATCH_TOKEN
 from etchat.data.sample_checks import report_problems
 from etchat.eval.answers import TEXT_BENCHMARKS, TextBenchmark
@@ -41,7 +37,7 @@ from etchat.eval.api.frames import FrameSampling, probe_duration, sample_frames,
 from etchat.eval.api.protocol import PROTOCOL_TEXTS, frames_message, video_message
 from etchat.eval.etbench.predictions import load_subset
 from etchat.eval.results import ResultStore, shard
-from etchat.eval.run_record import RUN_FILE, read_run_record
+from etchat.eval.run_record import build_record, claim_run_folder, json_digest
 from etchat.eval.runner import (
     EXIT_BAD_INPUT,
     EXIT_FAILED_SAMPLES,
@@ -54,17 +50,9 @@ from etchat.eval.runner import (
     failure_line,
     time_problem,
 )
-from etchat.io import remove_stale_temp_files, without_non_finite, write_json_atomic
-from etchat.version import project_version
+from etchat.io import remove_stale_temp_files, without_non_finite
 
 logger = logging.getLogger(__name__)
-
-RUN_FORMAT = 1
-
-
-class RunMismatchError(ValueError):
-    """The prediction folder holds answers made under another model or other settings."""
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Samples
@@ -102,10 +90,6 @@ def load_samples(text_benchmark: TextBenchmark, args: argparse.Namespace) -> tup
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def json_digest(value) -> str:
-    return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 def run_settings(args: argparse.Namespace) -> dict:
     """Everything an answer depends on besides the model: decoding, what is shown of the video, the prompts."""
     sampling = frame_sampling(args)
@@ -136,46 +120,14 @@ def run_settings(args: argparse.Namespace) -> dict:
 
 
 def run_record(args: argparse.Namespace) -> dict:
+    """The shared run record (docs/design.md §13) of an endpoint: its model name, no revision or weights to digest,
+    and its address, which is recorded but not compared (the same model may be served elsewhere on a rerun)."""
     import openai
-    import torch
-    import transformers
 
-    return {
-        "format": RUN_FORMAT,
-        "benchmark": TEXT_BENCHMARKS[args.benchmark].benchmark.name,
-        "model": {"name": args.model, "revision": None, "weights_digest": None, "endpoint": args.base_url},
-        "settings": run_settings(args),
-        "project_version": project_version(),
-        "environment": {
-            "device": "api",
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "openai": openai.__version__,
-            "python": platform.python_version(),
-        },
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
-def claim_run_folder(pred_path: str, record: dict) -> None:
-    """Write ``run.json``, or check that the one there was made with the same model and settings (the endpoint's
-    address may change: the same model can be served elsewhere)."""
-    earlier = read_run_record(pred_path)
-    if earlier is None:
-        Path(pred_path).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(pred_path) / RUN_FILE, record, indent=2)
-        return
-    compared = {
-        "benchmark": (earlier.get("benchmark"), record["benchmark"]),
-        "model": ((earlier.get("model") or {}).get("name"), record["model"]["name"]),
-        "settings": (earlier.get("settings"), record["settings"]),
-    }
-    for name, (before, now) in compared.items():
-        if before != now:
-            raise RunMismatchError(
-                f"{pred_path} holds answers made with another {name} ({json.dumps(before, sort_keys=True)} in its "
-                f"{RUN_FILE}, now {json.dumps(now, sort_keys=True)}): give another --pred_path"
-            )
+    model = {"name": args.model, "revision": None, "weights_digest": None, "endpoint": args.base_url}
+    record = build_record(TEXT_BENCHMARKS[args.benchmark].benchmark.stem, model, run_settings(args), device="api")
+    record["environment"]["openai"] = openai.__version__
+    return record
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -259,7 +211,7 @@ def run(args: argparse.Namespace, client: ChatClient | None = None) -> ShardResu
         raise ValueError(f"{args.anno_path}: no sample to answer")
     samples = shard(every_sample, args.chunk, args.index)
     remove_stale_temp_files(args.pred_path)
-    claim_run_folder(args.pred_path, run_record(args))
+    claim_run_folder(args.pred_path, benchmark.stem, run_record(args), overwrite=args.overwrite)
     store = ResultStore(args.pred_path, benchmark.stem, args.chunk, args.index, benchmark.sample_key)
     done = store.load()
     todo = [s for s in samples if benchmark.sample_key(s) not in done]
@@ -340,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk", type=int, default=1, help="number of shards (processes)")
     parser.add_argument("--index", type=int, default=0, help="shard of this process, 0 <= index < chunk")
     parser.add_argument("--strict", action="store_true", help="refuse the annotations when a sample cannot be used")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the answers of an earlier run in --pred_path made with another model or other settings "
+        "(default: refuse; a run with the same ones resumes, whatever the endpoint's address)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every question and answer")
     return parser
 
@@ -360,10 +318,7 @@ def main(argv: list[str] | None = None) -> ShardResult:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s [shard {args.index}/{args.chunk}] %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(fmt=shard_log_format(args.index, args.chunk))
     try:
         result = run(args)
     except (OSError, ValueError, EndpointError) as error:

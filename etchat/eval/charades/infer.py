@@ -1,7 +1,7 @@
 """Charades-STA moment retrieval inference (docs/design.md §10), run by the shared runner.
 
-    python -m etchat.eval.charades.infer --anno_path data/charades/charades_sta_test.txt \
-        --data_path data/charades/videos --pred_path work_dirs/etchat-stage-3/charades_sta \
+    python -m etchat.eval.charades.infer --anno_path data/charades/charades_sta_test.txt \\
+        --data_path data/charades/videos --pred_path work_dirs/etchat-stage-3/charades_sta \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 Test file lines are ``VID start end##sentence``; the video is ``<data_path>/VID.mp4``. The question is
@@ -19,12 +19,14 @@ which ``python -m etchat.eval.charades <pred_path>`` scores (``scripts/inference
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from etchat.data.conversation import chat_prompt
 from etchat.data.sample_checks import Problem, report_problems
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.eval.runner import build_parser as runner_parser
 from etchat.model.generation import MatchedAnswer
 
 QUESTION = "Localize the video moment according to the query '{}'."
@@ -111,5 +113,9 @@ CHARADES_STA = Benchmark(
 )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return runner_parser(CHARADES_STA, __doc__, prog="python -m etchat.eval.charades.infer")
+
+
 if __name__ == "__main__":
-    main(CHARADES_STA, description=__doc__)
+    main(CHARADES_STA, parser=build_parser())

@@ -1,8 +1,8 @@
 """Dense video captioning inference on YouCook2 and ActivityNet Captions (docs/design.md §17), run by the shared
 runner (`etchat.eval.runner`).
 
-    python -m etchat.eval.dvc.infer --anno_path data/youcook2/youcookii_annotations_trainval.json \
-        --data_path data/youcook2/videos --pred_path work_dirs/etchat-stage-3/youcook2 \
+    python -m etchat.eval.dvc.infer --anno_path data/youcook2/youcookii_annotations_trainval.json \\
+        --data_path data/youcook2/videos --pred_path work_dirs/etchat-stage-3/youcook2 \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 Annotations: YouCook2's released file (its ``validation`` videos, asked `prompts.YOUCOOK2_QUESTION`) or an
@@ -19,6 +19,7 @@ challenge submission and scores it (``scripts/inference_youcook2.sh``, ``scripts
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from etchat.data.conversation import chat_prompt
@@ -26,6 +27,7 @@ from etchat.eval.dvc.formats import STEM, check_references, read_json, youcook2_
 from etchat.eval.dvc.prompts import QUESTIONS
 from etchat.eval.etbench.parsing import parse_dense_captions
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.eval.runner import build_parser as runner_parser
 from etchat.model.generation import MatchedAnswer
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
@@ -100,5 +102,9 @@ DENSE_CAPTIONING = Benchmark(
 )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return runner_parser(DENSE_CAPTIONING, __doc__, prog="python -m etchat.eval.dvc.infer")
+
+
 if __name__ == "__main__":
-    main(DENSE_CAPTIONING, description=__doc__)
+    main(DENSE_CAPTIONING, parser=build_parser())

@@ -51,12 +51,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from etchat.data.etbench import sample_key
 from etchat.eval.etbench.predictions import (
     group_samples,
     load_predictions,
     load_subset,
     prediction_files,
-    sample_key,
 )
 from etchat.eval.etbench.report import json_ready, report_lines, summarize
 from etchat.eval.etbench.sample_scores import etbench_sample_scores

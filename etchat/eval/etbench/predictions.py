@@ -11,11 +11,6 @@ from etchat.eval.etbench.tasks import TASKS
 from etchat.io import read_records, record_files
 
 
-def sample_key(sample: dict) -> str:
-    """Stable name of an E.T. Bench sample: task/source/idx."""
-    return f"{sample['task']}/{sample['source']}/{sample['idx']}"
-
-
 def prediction_files(path: str | Path) -> tuple[list[Path], Path]:
     """The .json/.jsonl prediction files of a file or folder, and the folder the metrics go to."""
     path = Path(path)

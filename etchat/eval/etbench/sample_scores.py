@@ -4,13 +4,13 @@ audit per task."""
 
 from __future__ import annotations
 
+from etchat.data.etbench import sample_key
 from etchat.eval.etbench.parsing import (
     dense_caption_failure,
     highlight_failure,
     option_letter_failure,
     span_failure,
 )
-from etchat.eval.etbench.predictions import sample_key
 from etchat.eval.etbench.report import overall_columns
 from etchat.eval.etbench.scorers import IOU_THRESHOLDS
 from etchat.eval.etbench.tasks import CATEGORIES, TASKS, tasks_of

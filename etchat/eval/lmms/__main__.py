@@ -8,7 +8,13 @@ import argparse
 
 from etchat.eval.lmms import TASKS_DIR
 
-argparse.ArgumentParser(
-    prog="python -m etchat.eval.lmms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-).parse_args()
-print(TASKS_DIR)
+
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="python -m etchat.eval.lmms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()
+    print(TASKS_DIR)

@@ -2,7 +2,8 @@
 (docs/design.md §19).
 
 Model arguments: ``pretrained`` (a folder or a Hub repo id, default the published stage-3 model), ``revision``,
-``dtype`` (``auto``: float16 on CUDA, else float32), ``num_workers`` (video decoding processes), ``seed`` (sampling);
+``dtype`` (``auto``: float16 on CUDA, else float32), ``workers`` (video decoding processes; ``num_workers``, the
+old spelling, is accepted too), ``seed`` (sampling);
 lmms-eval's ``--batch_size`` and ``--device`` apply.
 
 Requests are answered by the project's inference runner (`etchat.eval.runner.run_jobs`: videos decoded ahead,
@@ -54,6 +55,7 @@ class Answers:
         return record["key"]
 
     def append(self, record: dict, input_digest: str | None = None) -> None:
+        """As `ResultStore.append`; the input digest only matters to a journal a rerun resumes from."""
         self.records[record["key"]] = record
 
 
@@ -88,8 +90,9 @@ class ETChat(lmms):
         dtype: str = "auto",
         batch_size: int | str = 1,
         max_batch_size: int | None = None,
-        num_workers: int | str = 0,
+        workers: int | str = 0,
         seed: int | str = 0,
+        num_workers: int | str | None = None,
     ):
         super().__init__()
         accelerator = Accelerator()
@@ -102,7 +105,7 @@ class ETChat(lmms):
         self._model, self._tokenizer = load_etchat(pretrained, revision=revision, dtype=torch_dtype, device=device)
         self._model.eval()
         self.batch_size_per_gpu = int(batch_size)
-        self.num_workers, self.seed = int(num_workers), int(seed)
+        self.workers, self.seed = int(workers if num_workers is None else num_workers), int(seed)
 
     @property
     def model(self):
@@ -173,7 +176,7 @@ class ETChat(lmms):
             to_record,
             to_error,
             batch_size=self.batch_size_per_gpu,
-            num_workers=self.num_workers,
+            num_workers=self.workers,
             seed=self.seed,
             desc=f"etchat {kind}",
             time_fields=benchmark.benchmark.time_fields if benchmark else (),

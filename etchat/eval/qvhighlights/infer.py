@@ -1,7 +1,7 @@
 """QVHighlights inference (docs/design.md §16), run by the shared runner (`etchat.eval.runner`).
 
-    python -m etchat.eval.qvhighlights.infer --anno_path data/qvhighlights/highlight_val_release.jsonl \
-        --data_path data/qvhighlights/videos --pred_path work_dirs/etchat-stage-3/qvhighlights \
+    python -m etchat.eval.qvhighlights.infer --anno_path data/qvhighlights/highlight_val_release.jsonl \\
+        --data_path data/qvhighlights/videos --pred_path work_dirs/etchat-stage-3/qvhighlights \\
         --model_path work_dirs/etchat-stage-3 [--chunk k --index i]
 
 Annotations: the Moment-DETR ``.jsonl`` (``qid``, ``query``, ``vid``, ``duration``, and in the val split the ground
@@ -22,6 +22,7 @@ standard submission ``qvhighlights_submission.jsonl`` and scores it (``scripts/i
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 
@@ -30,6 +31,7 @@ from etchat.eval.qvhighlights.formats import SALIENCY_KEY, STEM, WINDOWS_KEY
 from etchat.eval.qvhighlights.metrics import CLIP_SECONDS, num_clips
 from etchat.eval.qvhighlights.prompts import QUESTIONS, question
 from etchat.eval.runner import Benchmark, Job, LoadedJob, main
+from etchat.eval.runner import build_parser as runner_parser
 from etchat.io import read_records
 from etchat.model.generation import MatchedAnswer
 
@@ -128,5 +130,9 @@ QVHIGHLIGHTS = Benchmark(
 )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return runner_parser(QVHIGHLIGHTS, __doc__, prog="python -m etchat.eval.qvhighlights.infer")
+
+
 if __name__ == "__main__":
-    main(QVHIGHLIGHTS, description=__doc__)
+    main(QVHIGHLIGHTS, parser=build_parser())

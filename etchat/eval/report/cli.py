@@ -1,4 +1,4 @@
-"""``python -m etchat.eval.report RUN [RUN ...] --out DIR``: a Markdown report with PNG figures of scored runs.
+"""``python -m etchat.eval.report RUN [RUN ...] --output_dir DIR``: a Markdown report with PNG figures of scored runs.
 
 A RUN is ``[LABEL=]PATH``: a scored prediction folder of any benchmark (E.T. Bench, Charades-STA, QVHighlights, dense
 captioning: the folder holding ``metrics.json``), or a folder whose subfolders are scored folders (a quickstart
@@ -7,7 +7,7 @@ the report shows their mean, spread and the interval of their mean. The first se
 compared with each other one, pairwise, on the same resampled videos. Example (the quickstart's three models):
 
     python -m etchat.eval.report trained=work_dirs/quickstart/stage-3 untrained=work_dirs/quickstart/untrained \\
-        random=work_dirs/quickstart/random --out work_dirs/quickstart/report
+        random=work_dirs/quickstart/random --output_dir work_dirs/quickstart/report
 
 Writes ``DIR/report.md``, ``DIR/<benchmark>_scores.png``, ``DIR/<benchmark>_differences.png`` (with two or more
 settings) and ``DIR/report.json`` (every number of the report). Intervals need the scorers' ``sample_scores.json.gz``
@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from etchat.cli import MESSAGE_FORMAT, add_old_spelling, setup_logging
 from etchat.eval.report.analysis import BenchmarkResult, analyse_benchmark
 from etchat.eval.report.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
 from etchat.eval.report.document import benchmark_lines, header_lines, protocol_lines
@@ -36,19 +37,27 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = "report.md"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.eval.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="[LABEL=]PATH of a scored folder (or of their parent)")
-    parser.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
+    parser.add_argument("--output_dir", help="folder for report.md, report.json and the figures (required)")
+    add_old_spelling(parser, "--out", "output_dir")
     parser.add_argument(
         "--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (0: no intervals)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval coverage (default 0.95)")
     parser.add_argument("--reference", help="the setting the others are compared with (default: the first)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.output_dir:
+        parser.error("the following arguments are required: --output_dir")
     if not 0 < args.level < 1:
         parser.error("--level must lie between 0 and 1")
     if args.resamples < 0:
@@ -89,7 +98,7 @@ def _result_json(result: BenchmarkResult) -> dict:
 
 
 def make_report(args: argparse.Namespace, command: str) -> Path:
-    out = Path(args.out)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(args.runs)
     settings = group_settings(runs)
@@ -121,7 +130,7 @@ def make_report(args: argparse.Namespace, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """The command line: bad input is one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(fmt=MESSAGE_FORMAT)
     args = parse_args(argv)
     command = "python -m etchat.eval.report " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:

@@ -24,7 +24,7 @@ data folder)::
 Videos are 224x224 at 3 fps and last an integer number of seconds (20-90 by default), so at 1 fps frame index and
 second coincide. All times in the annotations are integer seconds.
 
-Usage: ``python -m etchat.toy.synthetic --out data/synthetic --seed 0``. Rerunning with the same arguments reuses
+Usage: ``python -m etchat.toy.synthetic --output_dir data/synthetic --seed 0``. Rerunning with the same arguments reuses
 the existing files; ``--overwrite`` forces regeneration.
 
 Modules: `scenes` (what a video shows, drawn from seeded generators), `render` (frames and mp4 files), `wording`

@@ -35,10 +35,10 @@ from pathlib import Path
 import datasets
 
 from etchat.constants import MATCH_TOKEN
+from etchat.data.etbench import read_annotations, sample_key
 from etchat.data.sample_checks import report_problems
 from etchat.eval.answers import TEXT_BENCHMARKS
-from etchat.eval.etbench.infer import read_annotations
-from etchat.eval.etbench.predictions import group_samples, load_subset, sample_key
+from etchat.eval.etbench.predictions import group_samples, load_subset
 from etchat.eval.etbench.report import report_lines, task_score
 from etchat.eval.etbench.tasks import TASKS
 
