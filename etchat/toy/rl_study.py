@@ -49,7 +49,7 @@ class StudyConfig:
     stage4_prompts: int = 4  # prompts per step
     stage4_lr: float = 2e-4
     stage4_args: str = ""  # more stage-4 flags, e.g. "--beta 0.02"
-    more_stage3_steps: int = 300
+    more_stage3_steps: int = 300  # 0: no such branch
     more_stage3_lr: float = 2e-3
     threads: int = 1
 
@@ -135,15 +135,17 @@ class Study:
     def seed(self, seed: int) -> dict:
         root = self.out / f"seed{seed}"
         start, start_cpu = self.start_model(seed, root)
-        more, stage4 = root / "more-stage-3", root / "stage-4"
-        more_cpu = self.more_stage3(seed, root, start, more)
-        stage4_cpu = self.stage4(seed, root, start, stage4)
-        models = {"stage 3 (start)": start, "more stage 3": more, "stage 4": stage4}
+        models, cpu = {"stage 3 (start)": start}, {"stage 3 (start)": start_cpu}
+        if self.config.more_stage3_steps > 0:
+            models["more stage 3"] = root / "more-stage-3"
+            cpu["more stage 3"] = self.more_stage3(seed, root, start, models["more stage 3"])
+        models["stage 4"] = root / "stage-4"
+        cpu["stage 4"] = self.stage4(seed, root, start, models["stage 4"])
         return {
             "seed": seed,
             "scores": {name: self.evaluate(model) for name, model in models.items()},
-            "cpu_seconds": {"stage 3 (start)": start_cpu, "more stage 3": more_cpu, "stage 4": stage4_cpu},
-            "stage4_log": stage4_history(stage4),
+            "cpu_seconds": cpu,
+            "stage4_log": stage4_history(models["stage 4"]),
         }
 
     def common_flags(self, seed: int, root: Path) -> list[str]:

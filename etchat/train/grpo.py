@@ -283,7 +283,10 @@ class GRPOTrainer(ETChatTrainer):
     def _sample_and_score(self, model, policy, prompts: list[dict]) -> RolloutBatch:
         was_training = policy.training
         policy.eval()
-        key = f"{self.state.global_step}/{self._micro_step}/{self.args.process_index}"
+        # Seeded by the step, the place in the accumulation window and the process: a resumed run samples what the
+        # unbroken run would have sampled.
+        slot = self._micro_step % self.args.gradient_accumulation_steps
+        key = f"{self.state.global_step}/{slot}/{self.args.process_index}"
         generator = seeded_generator(policy.device, self.args.seed, key)
         completions = sample_completions(policy, self.processing_class, prompts, self.grpo, generator)
         policy.train(was_training)
@@ -304,9 +307,8 @@ class GRPOTrainer(ETChatTrainer):
         if self.grpo.num_iterations > 1:
             batch.old_log_probs, _ = completion_log_probs(model, policy, prompts, keep, self.grpo, pad_id)
         if self.ref_model is not None and self.grpo.beta != 0:
-            batch.ref_log_probs, _ = completion_log_probs(
-                self.ref_model, self.ref_model, prompts, keep, self.grpo, pad_id
-            )
+            reference = _base_model(self.ref_model)
+            batch.ref_log_probs, _ = completion_log_probs(reference, reference, prompts, keep, self.grpo, pad_id)
         return batch
 
     def _zero_loss(self, model, policy, prompts: list[dict]) -> torch.Tensor:
