@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 4: GRPO of the stage-3 model, frames of the <vid> tokens sampled and rewarded (docs/design.md §18).
+# Stage 4: GRPO of the stage-3 model, frames of the <vid> tokens sampled and rewarded (docs/design.md §20).
 # Usage: scripts/train_stage_4.sh [STAGE3_PATH]
 #
 # Environment (defaults in brackets):

@@ -1,4 +1,4 @@
-"""Stage-4 prompts (docs/design.md §18): the questions of a stage-3 annotation file, asked as inference asks them, each
+"""Stage-4 prompts (docs/design.md §20): the questions of a stage-3 annotation file, asked as inference asks them, each
 with its video and the reference answer its rewards compare with.
 
 The files, filters and checks are those of training (`SupervisedDataset`, §6, §15). On top of them a sample is used

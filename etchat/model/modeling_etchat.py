@@ -362,7 +362,7 @@ class ETChatMetaForCausalLM:
     def match_log_probs(
         self, vid_states: list[torch.Tensor], frame_states: list[torch.Tensor], temperature: float = 1.0
     ) -> list[torch.Tensor]:
-        """Log-probabilities over the frames of the matching that decoding samples from (docs/design.md §5, §18):
+        """Log-probabilities over the frames of the matching that decoding samples from (docs/design.md §5, §20):
         per sample, the unscaled dot products of `vid_head` of the states that produce its `<vid>` tokens (K, hidden)
         and `frm_head` of its video's frame states (T, hidden), divided by `temperature`; (K, T) each. Each head runs
         once on all samples (under DDP a parameter's gradient must be produced once per backward)."""

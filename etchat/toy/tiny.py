@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
-from etchat.io import write_json_atomic
+from etchat.io import give_default_modes, write_json_atomic
 from etchat.model.eva_vit import EVAVisionTransformer
 from etchat.model.qformer import QFormer, hf_to_published_key
 from etchat.toy.tokenizer import build_tiny_tokenizer
@@ -100,6 +100,7 @@ def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None
     )
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    give_default_modes(folder)
 
 
 def write_tiny_vision(path: str, geometry: TinyGeometry, seed: int) -> None:

@@ -1,4 +1,4 @@
-"""Stage 4: GRPO on E.T. Chat's answers, with each `<vid>` token's frame part of the action (docs/design.md §18).
+"""Stage 4: GRPO on E.T. Chat's answers, with each `<vid>` token's frame part of the action (docs/design.md §20).
 
 For every prompt the policy samples `num_generations` answers. Tokens are drawn from softmax(logits / temperature);
 at each `<vid>` token the frame is drawn from the matching distribution softmax(vid . frm / frame_temperature)
@@ -10,7 +10,7 @@ GRPO's: the clipped ratio objective plus beta times the k3 estimate of the KL di
 
 The pieces here follow TRL's GRPO definitions and names (`num_generations`, `beta`, `epsilon`, `num_iterations`,
 `scale_rewards`, `loss_type`, `reward_weights`); the trainer is E.T. Chat's (`ETChatTrainer`: DeepSpeed, LoRA,
-checkpoints, resume), because TRL's GRPOTrainer can neither sample frames nor compute their log-probabilities (§18).
+checkpoints, resume), because TRL's GRPOTrainer can neither sample frames nor compute their log-probabilities (§20).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Rewards of stage 4 (docs/design.md §18): a sampled answer is read by the E.T. Bench scorer's own rules
+"""Rewards of stage 4 (docs/design.md §20): a sampled answer is read by the E.T. Bench scorer's own rules
 (`etchat.eval.etbench`) and scored against the sample's reference answer, read by the same rules.
 
-Each answer gets up to three parts, each in [0, 1] (docs/design.md §18 has them as a table):
+Each answer gets up to three parts, each in [0, 1] (docs/design.md §20 has them as a table):
 
 - `time`, by the kind of task: the tIoU of the first span (single span: tvg, epm, the toy's qvh_mr, as the TVG scorer);
   its best tIoU over the reference spans (event: tem, the TEM scorer); F1 of the spans at IoU 0.1 / 0.3 / 0.5 / 0.7,

@@ -1,4 +1,4 @@
-"""Stage 4 of E.T. Chat: GRPO from a stage-3 checkpoint (docs/design.md §18).
+"""Stage 4 of E.T. Chat: GRPO from a stage-3 checkpoint (docs/design.md §20).
 
     torchrun ... -m etchat.train.train_grpo --model_name_or_path work_dirs/etchat-stage-3 --anno_path ... ...
 
