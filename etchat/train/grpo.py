@@ -252,6 +252,10 @@ class GRPOTrainer(ETChatTrainer):
         self._metric_counts: dict[str, torch.Tensor] = {}
 
     # ---- one step --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def batch_sample_names(inputs: list[dict]) -> list[str]:
+        return [prompt.get("name") for prompt in inputs]
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         policy = _base_model(self.accelerator.unwrap_model(model))
         batch = self._rollouts(model, policy, inputs)

@@ -20,7 +20,6 @@ from transformers import HfArgumentParser
 
 from etchat.model.loading import CheckpointMismatchError
 from etchat.train.arguments import DataArguments, ModelArguments, TrainingArguments, dataset_options
-from etchat.train.checkpoints import find_last_checkpoint
 from etchat.train.grpo import GRPOArguments, GRPOTrainer
 from etchat.train.rewards import TemporalRewards
 from etchat.train.train import (
@@ -29,6 +28,7 @@ from etchat.train.train import (
     init_cpu_distributed,
     read_start_config,
     resolve_start,
+    run_training,
     setup_logging,
 )
 
@@ -99,14 +99,7 @@ def train(argv: list[str] | None = None) -> None:
         logger.error("%s", " ".join(str(error).split()))
         logger.debug("traceback", exc_info=True)
         sys.exit(2)
-    checkpoint = find_last_checkpoint(training_args.output_dir)
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_state()
-    trainer.save_final_model(base_model_path=model_args.model_name_or_path)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    run_training(trainer, model_args, training_args)
 
 
 def main() -> None:
