@@ -219,10 +219,11 @@ def mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 1)
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], test_videos: int) -> str:
     """Markdown: one column per model, rows per metric (mean over seeds, then each seed), and CPU seconds."""
     models = list(results[0]["scores"])
-    lines = ["| test split (60 unseen videos) | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    header = f"| test split ({test_videos} unseen videos) | "
+    lines = [header + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     for task, metric in ROWS:
         key = f"{task} {metric}"
         cells = []
@@ -232,6 +233,25 @@ def table(results: list[dict]) -> str:
         lines.append(f"| {task.upper()} {metric} | " + " | ".join(cells) + " |")
     cpu = [f"{mean([r['cpu_seconds'][m] for r in results]):.0f}" for m in models]
     lines.append("| training CPU seconds (mean) | " + " | ".join(cpu) + " |")
+    return "\n".join(lines)
+
+
+CURVE_KEYS = ("reward", "reward_time", "reward_format", "kl", "skipped_groups")
+
+
+def curve_table(results: list[dict], block: int = 10) -> str:
+    """Markdown: stage 4's logged values averaged over blocks of `block` steps, one row per seed and block."""
+    lines = ["| seed | steps | " + " | ".join(CURVE_KEYS) + " |", "|---" * (len(CURVE_KEYS) + 2) + "|"]
+    for result in results:
+        log = result["stage4_log"]
+        for start in range(0, len(log), block):
+            entries = log[start : start + block]
+            cells = []
+            for key in CURVE_KEYS:
+                values = [e[key] for e in entries if key in e]
+                cells.append(f"{sum(values) / len(values):.3f}" if values else "-")
+            steps = f"{entries[0]['step']}-{entries[-1]['step']}"
+            lines.append(f"| {result['seed']} | {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -274,9 +294,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     study.make_data()
     results = [study.seed(seed) for seed in args.seeds]
     write_json_atomic(out / "results.json", {"config": asdict(config), "results": results}, indent=2)
-    (out / "results.md").write_text(table(results) + "\n")
+    summary = table(results, config.test_videos) + "\n\n" + curve_table(results)
+    (out / "results.md").write_text(summary + "\n")
     plot_curves(results, out / "reward_curves.png")
-    print(table(results))
+    print(summary)
     return results
 
 
