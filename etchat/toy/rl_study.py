@@ -49,7 +49,7 @@ class StudyConfig:
     stage4_prompts: int = 4  # prompts per step
     stage4_lr: float = 2e-4
     stage4_args: str = ""  # more stage-4 flags, e.g. "--beta 0.02"
-    more_stage3_steps: int = 300  # 0: no such branch
+    more_stage3_steps: int = 180  # 0: no such branch
     more_stage3_lr: float = 2e-3
     threads: int = 1
 
