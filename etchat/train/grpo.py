@@ -263,9 +263,7 @@ class GRPOTrainer(ETChatTrainer):
         if not batch.completions:
             # Every group was skipped: a zero loss on one answer keeps the ranks' backward passes alike.
             return self._zero_loss(model, policy, inputs)
-        pad_id = self.processing_class.pad_token_id
-        pad_id = pad_id if pad_id is not None else self.processing_class.eos_token_id
-        log_probs, mask = completion_log_probs(model, policy, batch.prompts, batch.completions, self.grpo, pad_id)
+        log_probs, mask = completion_log_probs(model, policy, batch.prompts, batch.completions, self.grpo, self._pad_id)
         old = batch.old_log_probs if batch.old_log_probs is not None else log_probs.detach()
         loss, stats = grpo_loss(log_probs, old, batch.ref_log_probs, batch.advantages, mask, self.grpo)
         for name, value in stats.items():
@@ -306,8 +304,7 @@ class GRPOTrainer(ETChatTrainer):
         batch = RolloutBatch(prompts, keep, advantages[kept].flatten().to(policy.device), None, None)
         if not keep:
             return batch
-        pad_id = self.processing_class.pad_token_id
-        pad_id = pad_id if pad_id is not None else self.processing_class.eos_token_id
+        pad_id = self._pad_id
         if self.grpo.num_iterations > 1:
             batch.old_log_probs, _ = completion_log_probs(model, policy, prompts, keep, self.grpo, pad_id)
         if self.ref_model is not None and self.grpo.beta != 0:
@@ -315,10 +312,14 @@ class GRPOTrainer(ETChatTrainer):
             batch.ref_log_probs, _ = completion_log_probs(reference, reference, prompts, keep, self.grpo, pad_id)
         return batch
 
+    @property
+    def _pad_id(self) -> int:
+        tokenizer = self.processing_class
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
     def _zero_loss(self, model, policy, prompts: list[dict]) -> torch.Tensor:
         probe = Completion(prompt=0, token_ids=[self.processing_class.eos_token_id or 0], frames=[], text="")
-        pad_id = self.processing_class.pad_token_id or 0
-        log_probs, _ = completion_log_probs(model, policy, prompts, [probe], self.grpo, pad_id)
+        log_probs, _ = completion_log_probs(model, policy, prompts, [probe], self.grpo, self._pad_id)
         return 0 * log_probs.sum()
 
     # ---- logging ---------------------------------------------------------------------------------------------------
@@ -339,7 +340,7 @@ class GRPOTrainer(ETChatTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Training logs carry "loss"; every rank logs at the same step, so the reduction is collective-safe.
-        if "loss" in logs and self._metric_sums is not None:
+        if "loss" in logs:
             names = list(METRICS)
             sums = torch.tensor([float(self._metric_sums.get(n, 0)) for n in names], dtype=torch.float64)
             counts = torch.tensor([float(self._metric_counts.get(n, 0)) for n in names], dtype=torch.float64)
