@@ -7,7 +7,7 @@
 #   SKIP_SETUP=1        use the active Python environment instead of setting up / activating .venv
 #   DRY_RUN=1           print the command instead of running it
 #
-# Training (train_stage_1.sh, train_stage_2.sh, train_stage_3.sh):
+# Training (train_stage_{1,2,3,4}.sh):
 #   GLOBAL_BATCH        samples per optimizer step over all processes [the stage's published value]
 #   PER_DEVICE_BATCH    samples per process and forward pass [the stage's published value]
 #   NPROC_PER_NODE      processes per node [number of visible GPUs; 1 without a GPU]
@@ -85,7 +85,8 @@ print(free(29500) or free(0))
 PY
 }
 
-# torchrun -m etchat.train.train <stage flags> <batch, precision and DeepSpeed flags> <EXTRA_ARGS>.
+# torchrun -m $TRAIN_MODULE <stage flags> <batch, precision and DeepSpeed flags> <EXTRA_ARGS>; TRAIN_MODULE is
+# etchat.train.train (stages 1-3) unless the launcher sets it (stage 4: etchat.train.train_grpo).
 # The published scripts' flags in EXTRA_ARGS are honoured in the batch arithmetic: --per_device_train_batch_size
 # replaces PER_DEVICE_BATCH (the accumulation is recomputed to keep GLOBAL_BATCH), --gradient_accumulation_steps
 # replaces the computed accumulation (the global batch is then what it gives, printed as such).
@@ -136,7 +137,7 @@ launch_training() {
     echo "[$(basename "$0")] $nproc process(es) x $nnodes node(s), $per_device per device," \
         "accumulation $grad_accum -> global batch $global_batch$note, $dtype" >&2
     run_or_print torchrun --nnodes "$nnodes" --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}" \
-        --master_port "$port" --nproc_per_node "$nproc" -m etchat.train.train "$@" \
+        --master_port "$port" --nproc_per_node "$nproc" -m "${TRAIN_MODULE:-etchat.train.train}" "$@" \
         --per_device_train_batch_size "$per_device" --gradient_accumulation_steps "$grad_accum" \
         --dataloader_num_workers "${WORKERS:-${NUM_WORKERS:-4}}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
 }

@@ -17,6 +17,7 @@ PACKAGE = ROOT / "etchat"
 # (a __main__.py, or an `if __name__ == "__main__"` block) must be listed here (checked below).
 COMMANDS = {
     "python -m etchat.train.train": "etchat.train.train",
+    "python -m etchat.train.train_grpo": "etchat.train.train_grpo",
     "python -m etchat.eval.etbench.infer": "etchat.eval.etbench.infer",
     "python compute_metrics.py": "etchat.eval.etbench.compute_metrics",
     "python -m etchat.eval.charades.infer": "etchat.eval.charades.infer",
@@ -37,6 +38,7 @@ COMMANDS = {
     "python -m etchat.toy.tiny": "etchat.toy.tiny",
     "python -m etchat.toy.baselines": "etchat.toy.baselines",
     "python -m etchat.toy.predictions": "etchat.toy.predictions",
+    "python -m etchat.toy.rl_study": "etchat.toy.rl_study",
     "python -m etchat.download": "etchat.download",
     "python -m etchat.bench": "etchat.bench.__main__",
     "python -m etchat.bench.scoring_phases": "etchat.bench.scoring_phases",

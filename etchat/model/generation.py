@@ -65,6 +65,9 @@ class GenerationSettings:
     stop_strings: tuple[str, ...] = ("<|end|>",)
     eos_token_ids: tuple[int, ...] = ()
     vision_chunk_size: int = 64
+    # None: each `<vid>` takes its best-matching frame (published). A number: the frame is drawn from the matching
+    # softmax at this temperature (stage 4's rollouts, docs/design.md §20).
+    frame_temperature: float | None = None
 
 
 def model_conv_type(model) -> str:
@@ -218,7 +221,9 @@ def _decode(model, tokenizer, requests, settings, generator, on_token, inputs, f
     position_ids = inputs.position_ids[:, -1:]
     for _ in range(settings.max_new_tokens):
         scores = outputs.logits[:, -1].float()
-        matches = _match_frames(model, outputs.hidden_states[VID_STATE][:, -1], frame_embeds)
+        matches = _match_frames(
+            model, outputs.hidden_states[VID_STATE][:, -1], frame_embeds, settings.frame_temperature, generator
+        )
         if penalty is not None:
             scores = penalty(seen, scores)
         if settings.do_sample:
@@ -253,15 +258,26 @@ def _decode(model, tokenizer, requests, settings, generator, on_token, inputs, f
     return [_finish(tokenizer, settings, generated[i], step_matches[i], match_id, requests[i]) for i in range(batch)]
 
 
-def _match_frames(model, vid_states: torch.Tensor, frame_embeds) -> list[tuple[int, torch.Tensor] | None]:
+def _match_frames(
+    model, vid_states: torch.Tensor, frame_embeds, frame_temperature: float | None = None, generator=None
+) -> list[tuple[int, torch.Tensor] | None]:
     if not model.config.use_matching:
         return [None] * vid_states.size(0)
     vids = model.vid_head(vid_states)
     results = []
     for vid, frames in zip(vids, frame_embeds):
-        sim = (frames @ vid).float().softmax(0)
-        results.append((int(sim.argmax()), sim.cpu()))
+        scores = (frames @ vid).float()
+        sim = scores.softmax(0)
+        frame = int(sim.argmax()) if frame_temperature is None else sample_frame(scores, frame_temperature, generator)
+        results.append((frame, sim.cpu()))
     return results
+
+
+def sample_frame(match_scores: torch.Tensor, temperature: float, generator=None) -> int:
+    """A frame drawn from softmax(match_scores / temperature), the matching distribution of a `<vid>` token whose
+    log-probability stage 4 trains (`ETChatMetaForCausalLM.match_log_probs` computes the same distribution)."""
+    probs = (match_scores.float() / temperature).softmax(0)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def _next_embeddings(model, next_tokens, matches, frame_tokens, match_id):

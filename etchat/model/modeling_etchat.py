@@ -168,10 +168,23 @@ class ETChatMetaForCausalLM:
         """Per video (T, 3, H, W) pixels -> (T, hidden) frame tokens, conditioned on its instruction.
 
         A list of instructions for a video (one per user turn of a multi-turn sample, each turn carrying the video)
-        gives (turns, T, hidden): the frames go through the ViT once and through the Q-Former once per turn.
+        gives (turns, T, hidden): the frames go through the ViT once and through the Q-Former once per turn. The same
+        video tensor with the same instruction and tags (a group of stage-4 answers to one prompt) is encoded once.
         """
         queries = queries if queries is not None else [""] * len(videos)
         tags = tags if tags is not None else [None] * len(videos)
+        keys = [
+            (id(v), q if isinstance(q, str) else tuple(q), tuple(t or ())) for v, q, t in zip(videos, queries, tags)
+        ]
+        first = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        if len(first) < len(videos):
+            unique = list(first.values())
+            tokens = self.encode_videos([videos[i] for i in unique], [queries[i] for i in unique],
+                                        [tags[i] for i in unique], vision_chunk_size)  # fmt: skip
+            by_key = dict(zip(first, tokens))
+            return [by_key[key] for key in keys]
         with torch.no_grad():
             # Video by video: concatenating the pixels first would copy every frame once more.
             features = torch.cat([self.model.vision_tower(v.to(self.device), vision_chunk_size) for v in videos])
@@ -345,6 +358,17 @@ class ETChatMetaForCausalLM:
             lm_loss=lm_loss,
             match_loss=match_loss,
         )
+
+    def match_log_probs(
+        self, vid_states: list[torch.Tensor], frame_states: list[torch.Tensor], temperature: float = 1.0
+    ) -> list[torch.Tensor]:
+        """Log-probabilities over the frames of the matching that decoding samples from (docs/design.md §5, §20):
+        per sample, the unscaled dot products of `vid_head` of the states that produce its `<vid>` tokens (K, hidden)
+        and `frm_head` of its video's frame states (T, hidden), divided by `temperature`; (K, T) each. Each head runs
+        once on all samples (under DDP a parameter's gradient must be produced once per backward)."""
+        vids = self.vid_head(torch.cat(vid_states)).split([s.size(0) for s in vid_states])
+        frames = self.frm_head(torch.cat(frame_states)).split([s.size(0) for s in frame_states])
+        return [(v @ f.t()).float().div(temperature).log_softmax(-1) for v, f in zip(vids, frames)]
 
     def matching_loss(self, hidden_states, inputs: MultimodalInputs, tgt) -> torch.Tensor:
         """Cross-entropy between `<vid>`-frame similarities and the soft target alpha^-|i - t| (docs/design.md §5)."""

@@ -295,6 +295,12 @@ def train(argv: list[str] | None = None) -> None:
         logger.error("%s", " ".join(str(error).split()))
         logger.debug("traceback", exc_info=True)
         sys.exit(2)
+    run_training(trainer, model_args, training_args)
+
+
+def run_training(trainer, model_args, training_args) -> None:
+    """Train from the newest checkpoint of the output folder (if any), save the state and the final model; a
+    checkpoint that does not load or a non-finite step ends the process with one line (stages 1-4)."""
     checkpoint = find_last_checkpoint(training_args.output_dir)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)

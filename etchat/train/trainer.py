@@ -231,8 +231,13 @@ class ETChatTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    @staticmethod
+    def batch_sample_names(inputs) -> list[str]:
+        """The names of the samples of a batch, for the message of a non-finite step."""
+        return list(inputs.get("sample_names") or [])
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        names = list(inputs.get("sample_names") or [])
+        names = self.batch_sample_names(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._step_samples += names
         if not torch.isfinite(loss).all():
