@@ -22,6 +22,8 @@ export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-}"   # the quickstart is a C
 export OMP_NUM_THREADS="${QS_THREADS:-$(nproc)}"
 # Data-loader workers share the few cores with the training process: spinning OpenMP threads would starve them.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# One training process: any free port, so that a quickstart never collides with another torchrun on the machine.
+export MASTER_PORT="${MASTER_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 
 QS_DIR="${QS_DIR:-work_dirs/quickstart}"
 SEED="${QS_SEED:-0}"
@@ -29,12 +31,15 @@ DATA="$QS_DIR/data"
 BASE="$QS_DIR/base"
 START=$(date +%s)
 
-step() { printf '\n\033[1m[quickstart %4ds] %s\033[0m\n' "$(( $(date +%s) - START ))" "$*"; }
+# Wall time since the start and CPU time of everything run so far (the latter does not grow when other jobs share the
+# cores, so it compares runs on a busy machine).
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($16 + $17) / hz }' "/proc/$$/stat" 2> /dev/null || echo "?"; }
+step() { printf '\n\033[1m[quickstart %4ds, cpu %4ds] %s\033[0m\n' "$(( $(date +%s) - START ))" "$(cpu_seconds)" "$*"; }
 
 step "1/6 synthetic data -> $DATA"
 python -m etchat.toy.synthetic --out "$DATA" --seed "$SEED" \
     --num_train_videos "${QS_TRAIN_VIDEOS:-300}" --num_test_videos "${QS_TEST_VIDEOS:-60}" \
-    --num_images "${QS_IMAGES:-200}"
+    --num_images "${QS_IMAGES:-200}" --min_len "${QS_MIN_LEN:-20}" --max_len "${QS_MAX_LEN:-90}" --size "${QS_FRAME_SIZE:-224}"
 
 step "2/6 tiny base weights (Phi-3 folder, eva_vit_g.pth, instruct_blip .pth) -> $BASE"
 if [ ! -f "$BASE/tiny.json" ]; then
@@ -80,7 +85,7 @@ if ! done_stage "$QS_DIR/stage-3"; then
 fi
 
 step "6/6 inference on the test split and scoring (trained model, untrained model, random spans)"
-INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96)
+INFER_ARGS=(--batch_size 8 --num_workers 2 --max_new_tokens 96 --seed "$SEED")
 QVH_ANNO="$DATA/annotations/qvhighlights/synthetic_test.jsonl"
 DVC_ANNO="$DATA/annotations/dvc/synthetic_test.json"
 # metrics.json is written last (and removed when scoring starts), so a folder with a whole one is complete;
@@ -122,4 +127,11 @@ fi
 step "summary"
 python -m etchat.toy.baselines summary trained="$QS_DIR/stage-3" untrained="$QS_DIR/untrained" random="$QS_DIR/random"
 echo "Timeline plots of some test samples: $QS_DIR/stage-3/etbench/plots/"
+# The results report (placement, intervals, protocol card, parse audit) where this version has it.
+if python -c "import importlib.util as u, sys; sys.exit(u.find_spec('etchat.eval.report') is None)"; then
+    step "report"
+    python -m etchat.eval.report trained="$QS_DIR/stage-3" untrained="$QS_DIR/untrained" random="$QS_DIR/random" \
+        --out "$QS_DIR/report"
+    echo "Report: $QS_DIR/report/report.md"
+fi
 echo "Total time: $(( $(date +%s) - START )) s"
