@@ -7,12 +7,16 @@
   cache (resumable; `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` apply), then hard-linked into
   `model_zoo/` (copied when the cache is on another file system);
 - `eva_vit_g.pth`, `instruct_blip_vicuna7b_trimmed.pth`: from their published URLs (`etchat.hub.PUBLISHED_FILES`), or
-  from `--mirror`, a folder URL holding the same file names.
+  from `--mirror`: an http(s):// or file:// folder URL, or a local folder, holding the same file names.
 
 Each item is written under `<name>.part`, checked by reading its weight names and shapes against the published key
 lists shipped in `etchat/model/keys/`, and only then renamed: a name without `.part` in `model_zoo/` is whole and
-checked. A cut transfer resumes where it stopped (an HTTP range request), within the run (`--retries`) or in the next
-run. An item already in place is checked and kept. The exit status is 1 when any item failed, each named in the log.
+checked. A cut transfer resumes where it stopped (an HTTP range request), within the run (`--retries`, waiting 2,
+4, 8, ... s between attempts) or in the next run. An item already in place is checked and kept. Two downloads into
+one `model_zoo/` at once do not write the same item: the second waits for nothing and says which process has it.
+`--model_zoo` defaults to the repository's `model_zoo/` (where the launchers and released configs look), whatever the
+current folder; every message names the absolute path. The exit status is 1 when any item failed, each named in the
+log, and 2 for a --mirror that is neither a folder nor a URL.
 """
 
 from __future__ import annotations
@@ -27,18 +31,25 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from time import sleep
 from urllib.error import HTTPError
-from urllib.request import Request, urlopen
+from urllib.parse import urlparse
+from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
 from etchat.cli import setup_logging
 from etchat.hub import PHI3_REPO, PUBLISHED_FILES, ModelNotFoundError, fetch_snapshot
+from etchat.locking import FileLock, LockHeldError
 
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 PART_SUFFIX = ".part"
+BACKOFF_S = 2.0  # the wait before retry n is BACKOFF_S x 2^(n-1) seconds, at most MAX_BACKOFF_S
+MAX_BACKOFF_S = 60.0
+# The repository's model_zoo/ when running from a checkout (the folder the launchers and released configs name).
+REPO_MODEL_ZOO = Path(__file__).resolve().parents[1] / "model_zoo"
 # Phi-3's own weights within the E.T. Chat key list.
 PHI3_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")
 
@@ -153,8 +164,41 @@ def fetch_url(url: str, dest: Path, retries: int = 3, timeout: float = 60.0) -> 
             failure = error
         held = part.stat().st_size if part.exists() else 0
         if attempt < retries:
-            logger.warning("%s: %s; resuming from byte %d (retry %d of %d)", url, failure, held, attempt + 1, retries)
+            wait = backoff(attempt + 1)
+            retry = f"retry {attempt + 1} of {retries}"
+            logger.warning("%s: %s; resuming from byte %d in %.0f s (%s)", url, failure, held, wait, retry)
+            sleep(wait)
     raise DownloadError(f"{url}: {failure}; {part} keeps {held} bytes and a rerun resumes from there") from failure
+
+
+def backoff(retry: int) -> float:
+    """Seconds to wait before retry number ``retry`` (1, 2, ...): doubling, capped."""
+    return min(BACKOFF_S * 2 ** (retry - 1), MAX_BACKOFF_S)
+
+
+def mirror_folder(mirror: str) -> Path | None:
+    """The local folder a ``--mirror`` names (a folder, or a file:// URL), None for an http(s) URL; anything else is
+    a DownloadError saying what a mirror may be."""
+    parsed = urlparse(mirror)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return None
+    folder = Path(url2pathname(parsed.path)) if parsed.scheme == "file" else Path(mirror)
+    if (parsed.scheme in ("", "file")) and folder.is_dir():
+        return folder
+    raise DownloadError(
+        f"--mirror {mirror}: neither a folder on this machine nor an http://, https:// or file:// URL of one "
+        "(e.g. https://mirror.example.org/lavis/ or /data/lavis)"
+    )
+
+
+def copy_from_folder(folder: Path, dest: Path) -> Path:
+    """Copy ``folder/<name>`` into ``dest``'s part file; returns the part file."""
+    source = folder / dest.name
+    if not source.is_file():
+        raise DownloadError(f"{source}: no such file in the --mirror folder")
+    part = part_path(dest)
+    shutil.copyfile(source, part)
+    return part
 
 
 def _transfer(url: str, part: Path, label: str, timeout: float) -> None:
@@ -229,7 +273,7 @@ def link_tree(src: str | os.PathLike, dst: Path) -> bool:
 
 def fetch_phi3(dest: Path, revision: str | None) -> Path:
     """Phi-3 into the Hub cache, then linked into `dest`'s part folder; returns the part folder."""
-    snapshot = fetch_snapshot(PHI3_REPO, revision).path
+    snapshot = fetch_snapshot(PHI3_REPO, revision, local_copy=dest).path
     part = part_path(dest)
     if part.exists():
         shutil.rmtree(part)
@@ -239,13 +283,23 @@ def fetch_phi3(dest: Path, revision: str | None) -> Path:
 
 
 def install(weight: BaseWeight, dest: Path, mirror: str | None, revision: str | None, retries: int) -> str:
-    """Fetch, check and rename one item; returns what was done."""
+    """Fetch, check and rename one item; returns what was done. One process at a time writes an item."""
     if dest.exists():
         count = check_keys(dest, weight)
         return f"already there, {count} weights checked"
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(dest.parent / f".{dest.name}.lock", f"the download of {dest}"):
+        if dest.exists():  # another process finished it while we waited for nothing
+            return f"already there, {check_keys(dest, weight)} weights checked"
+        return _install(weight, dest, mirror, revision, retries)
+
+
+def _install(weight: BaseWeight, dest: Path, mirror: str | None, revision: str | None, retries: int) -> str:
     if weight is PHI3:
         part = fetch_phi3(dest, revision)
+    elif mirror and (folder := mirror_folder(mirror)) is not None:
+        logger.info("%s <- %s", dest, folder / weight.name)
+        part = copy_from_folder(folder, dest)
     else:
         url = f"{mirror.rstrip('/')}/{weight.name}" if mirror else PUBLISHED_FILES[weight.name]
         logger.info("%s <- %s", dest, url)
@@ -262,15 +316,30 @@ def install(weight: BaseWeight, dest: Path, mirror: str | None, revision: str | 
     return f"downloaded, {count} weights checked"
 
 
+def default_model_zoo() -> Path:
+    """The repository's model_zoo/ when this runs from a checkout, else model_zoo/ in the current folder."""
+    checkout = REPO_MODEL_ZOO.parent
+    in_checkout = (checkout / "setup.py").is_file() and (checkout / "scripts").is_dir()
+    return REPO_MODEL_ZOO if in_checkout else Path("model_zoo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.download", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"{', '.join(BASE_WEIGHTS)} (default: all three)")
-    parser.add_argument("--model_zoo", default="model_zoo", help="folder the weights go to")
+    parser.add_argument(
+        "--model_zoo",
+        default=str(default_model_zoo()),
+        help="folder the weights go to (default: the repository's model_zoo/, wherever you run this from)",
+    )
     parser.add_argument("--model_revision", default=None, help=f"branch, tag or commit of {PHI3_REPO} (default: main)")
-    parser.add_argument("--mirror", default=None, help="folder URL holding the .pth files under their published names")
-    parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a cut transfer")
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        help="where the .pth files are under their published names: an http(s):// or file:// URL, or a folder",
+    )
+    parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a cut transfer (with backoff)")
     return parser
 
 
@@ -282,14 +351,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown name(s) {', '.join(unknown)}; choose from {', '.join(BASE_WEIGHTS)}")
     setup_logging()
+    if args.mirror:
+        try:
+            mirror_folder(args.mirror)
+        except DownloadError as error:
+            logger.error("%s", error)
+            return 2
+    zoo = Path(args.model_zoo).absolute()
     failed = []
     for name in names:
-        dest = Path(args.model_zoo) / name
+        dest = zoo / name
         try:
             logger.info(
                 "%s: %s", dest, install(BASE_WEIGHTS[name], dest, args.mirror, args.model_revision, args.retries)
             )
-        except (DownloadError, KeyCheckError, ModelNotFoundError, OSError) as error:
+        except (DownloadError, KeyCheckError, ModelNotFoundError, LockHeldError, OSError) as error:
             logger.error("%s", " ".join(str(error).split()))
             failed.append(name)
     if failed:

@@ -82,7 +82,8 @@ def resolve_model(
         raise ModelNotFoundError(f"{name}: no such checkpoint folder")
     if repo_id != name:
         logger.info("%s is absent: using %s from the Hugging Face Hub", name, repo_id)
-    return fetch_snapshot(repo_id, revision, allow_patterns, asked_for=name)
+    local_copy = os.path.abspath(name) if repo_id != name else None
+    return fetch_snapshot(repo_id, revision, allow_patterns, asked_for=name, local_copy=local_copy)
 
 
 def published_repo(name: str) -> str | None:
@@ -106,9 +107,14 @@ def hub_repo_id(name: str) -> str | None:
 
 
 def fetch_snapshot(
-    repo_id: str, revision: str | None, allow_patterns: tuple[str, ...] = MODEL_FILES, asked_for: str | None = None
+    repo_id: str,
+    revision: str | None,
+    allow_patterns: tuple[str, ...] = MODEL_FILES,
+    asked_for: str | None = None,
+    local_copy: str | os.PathLike | None = None,
 ) -> ResolvedModel:
-    """`snapshot_download` of `repo_id` at `revision`, its errors worded as one line naming what was asked for."""
+    """`snapshot_download` of `repo_id` at `revision`, its errors worded as one line naming what was asked for.
+    ``local_copy`` is the folder a copy of the repo's files would be used from, named when the Hub cannot help."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -124,9 +130,12 @@ def fetch_snapshot(
         ) from error
     except LocalEntryNotFoundError as error:
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
+        hint = f"; put a copy of the files of {repo_id} in {local_copy}" if local_copy else ""
+        if local_copy and repo_id == PHI3_REPO:
+            hint += f" (`{DOWNLOAD_HINT}` makes it on a machine that reaches the Hub)"
         raise ModelNotFoundError(
             f"{asked_for}: no such folder, and the Hub repo {repo_id}{at} is not in the Hub cache "
-            f"{constants.HF_HUB_CACHE} ({why})"
+            f"{constants.HF_HUB_CACHE} ({why}){hint}"
         ) from error
     commit = os.path.basename(path) if os.path.basename(os.path.dirname(path)) == "snapshots" else None
     logger.info("%s%s: %s", repo_id, at, path)

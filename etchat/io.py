@@ -1,8 +1,9 @@
 """Reading and writing the project's JSON files: atomic writers, and one reader for "a file or a folder of them".
 
 Annotation files, prediction files and journals are JSON lists (``.json``) or one object per line (``.jsonl``). A
-command that takes a folder reads its ``.json``/``.jsonl`` files in name order and concatenates them; hidden files and
-the ``metrics.json`` a scorer writes next to the predictions are not records and are skipped.
+command that takes a folder reads its ``.json``/``.jsonl`` files in name order and concatenates them; hidden files,
+the ``metrics.json`` a scorer writes next to the predictions and the ``run.json`` inference writes there are not
+records and are skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 RECORD_SUFFIXES = (".json", ".jsonl")
 METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"  # what produced a prediction folder (etchat.eval.run_record)
+NOT_RECORDS = (METRICS_FILE, RUN_FILE)
 TEMP_SUFFIX = ".tmp"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -35,6 +38,21 @@ def _default_file_mode() -> int:
         umask = os.umask(0o022)
         os.umask(umask)
     return 0o666 & ~umask
+
+
+def give_default_modes(folder: str | os.PathLike) -> list[Path]:
+    """Give the files under ``folder`` that only their owner may read (the safetensors writer under
+    ``save_pretrained`` creates them 0600) the mode ``open()`` gives new files (0644 under the default umask), so
+    that colleagues on a shared cluster can read a checkpoint. Returns the files changed."""
+    mode = _default_file_mode()
+    changed = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            current = path.stat().st_mode & 0o777
+            if current != mode and current & ~0o700 == 0:  # owner-only: not a mode someone chose to open up
+                os.chmod(path, mode)
+                changed.append(path)
+    return changed
 
 
 def temp_path_for(path: Path) -> Path:
@@ -83,6 +101,12 @@ def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = None) -
         json.dump(obj, f, ensure_ascii=False, indent=indent, allow_nan=False)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path``, atomically like `write_json_atomic`."""
+    with _atomic_text_file(path) as f:
+        f.write(text)
+
+
 def write_jsonl_atomic(path: str | os.PathLike, records: list) -> None:
     """Write one JSON object per line to ``path``, atomically like `write_json_atomic`."""
     with _atomic_text_file(path) as f:
@@ -118,6 +142,30 @@ def without_non_finite(value):
     return value
 
 
+def read_json_without_conflicts(path: str | os.PathLike) -> tuple[object, int]:
+    """A JSON file whose objects may not hold a key twice with different values (``json`` would silently keep the
+    last one): such a key is a ValueError naming it and the file. Returns the data and how many keys were written
+    twice with the same value (kept once)."""
+    repeats = 0
+
+    def pairs_hook(pairs):
+        nonlocal repeats
+        obj = {}
+        for key, value in pairs:
+            if key in obj:
+                if obj[key] != value:
+                    raise ValueError(f"{path}: key {key!r} appears twice with different values: remove the stale one")
+                repeats += 1
+                continue
+            obj[key] = value
+        return obj
+
+    try:
+        return json.loads(Path(path).read_text(), object_pairs_hook=pairs_hook), repeats
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+
+
 def read_jsonl(path: str | os.PathLike, tolerate_cut_tail: bool = True) -> list[dict]:
     """Records of a JSON-lines file. A last line cut short by a crash is skipped with a warning (or an error when
     ``tolerate_cut_tail`` is off); a broken line elsewhere is an error naming the file and the line."""
@@ -138,13 +186,13 @@ def read_jsonl(path: str | os.PathLike, tolerate_cut_tail: bool = True) -> list[
 
 def record_files(path: str | os.PathLike, suffixes: tuple[str, ...] = RECORD_SUFFIXES) -> list[Path]:
     """``path`` itself, or the record files of the folder ``path`` in name order (hidden files and metrics.json left
-    out). A missing path, an empty folder or a file of another type is an error naming it."""
+    out, and run.json). A missing path, an empty folder or a file of another type is an error naming it."""
     path = Path(path)
     if path.is_dir():
         files = sorted(
             p
             for p in path.iterdir()
-            if p.is_file() and p.suffix in suffixes and not p.name.startswith(".") and p.name != METRICS_FILE
+            if p.is_file() and p.suffix in suffixes and not p.name.startswith(".") and p.name not in NOT_RECORDS
         )
         if not files:
             raise FileNotFoundError(f"no {'/'.join(suffixes)} files in {path}")

@@ -9,22 +9,25 @@
 #   GLOBAL_BATCH        samples per optimizer step over all processes [the stage's published value]
 #   PER_DEVICE_BATCH    samples per process and forward pass [the stage's published value]
 #   NPROC_PER_NODE      processes per node [number of visible GPUs; 1 without a GPU]
-#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   torchrun's multi-node settings [1, 0, 127.0.0.1, 29500]
+#   NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT   torchrun's multi-node settings [1, 0, 127.0.0.1, 29500; on one
+#                       node a free port when 29500 is taken]
 #   DTYPE               float16, bfloat16 or float32 [float16 with GPUs; float32 on CPU, where gloo replaces nccl]
 #   DEEPSPEED_CONFIG    [scripts/zero2.json]; zero2_offload / zero3 / zero3_offload.json are alternatives, and
 #                       "none" trains with plain DDP
 #   NUM_WORKERS         data loader processes per training process [4]
 #   EXTRA_ARGS          more flags for etchat.train.train, appended last so they override the stage's, split on
-#                       whitespace (e.g. "--max_steps 20 --save_steps 10 --report_to none")
+#                       whitespace (e.g. "--max_steps 20 --save_steps 10 --report_to none"); the published
+#                       --per_device_train_batch_size and --gradient_accumulation_steps there enter the arithmetic
 #   Gradient accumulation = GLOBAL_BATCH / (NPROC_PER_NODE x NNODES x PER_DEVICE_BATCH), so the global batch stays the
-#   published one on any number of GPUs.
+#   published one on any number of GPUs; the line printed before the run gives the real one.
 #
 # Inference (inference.sh, inference_charades.sh):
 #   CUDA_VISIBLE_DEVICES  which GPUs get a shard each ("" or -1: the CPU)
 #   NPROC_PER_NODE        shards (processes) on this node [number of visible GPUs, round-robin over them; 1 on CPU]
 #   NNODES, NODE_RANK     torchrun-style nodes [1, 0]: shards = NNODES x NPROC_PER_NODE, node r runs the global
 #                         indices r x NPROC_PER_NODE ... (r + 1) x NPROC_PER_NODE - 1. Every node must see the same
-#                         PRED_PATH (a shared file system); the node that completes the set of shards scores it, and a
+#                         PRED_PATH (a shared file system); the node that completes the set of shards scores it (with
+#                         the scorer's --once, so that one process scores when two nodes finish together), and a
 #                         rerun on any node resumes its shards.
 #   SKIP_METRICS=1        no scoring after inference
 #   Default video folder: <folder>_compressed (e.g. data/etbench/videos_compressed, made by
@@ -48,7 +51,40 @@ run_or_print() {
     fi
 }
 
+# The value of flag $1 in the words that follow (--flag VALUE or --flag=VALUE; the last one wins), or nothing.
+flag_value() {
+    local flag="$1" value="" previous="" word
+    shift
+    for word in "$@"; do
+        if [ "$previous" = "$flag" ]; then value="$word"; fi
+        if [[ "$word" == "$flag="* ]]; then value="${word#*=}"; fi
+        previous="$word"
+    done
+    printf '%s' "$value"
+}
+
+# A free TCP port for a single-node rendezvous: MASTER_PORT's default 29500 when it is free, else one the system
+# picks (another run, or another program, may hold 29500 on a shared host).
+free_master_port() {
+    python - << 'PY'
+import socket
+
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return None
+        return s.getsockname()[1]
+
+print(free(29500) or free(0))
+PY
+}
+
 # torchrun -m etchat.train.train <stage flags> <batch, precision and DeepSpeed flags> <EXTRA_ARGS>.
+# The published scripts' flags in EXTRA_ARGS are honoured in the batch arithmetic: --per_device_train_batch_size
+# replaces PER_DEVICE_BATCH (the accumulation is recomputed to keep GLOBAL_BATCH), --gradient_accumulation_steps
+# replaces the computed accumulation (the global batch is then what it gives, printed as such).
 launch_training() {
     local num_gpus=0
     if [ -z "${NPROC_PER_NODE:-}" ] || [ -z "${DTYPE:-}" ]; then
@@ -58,11 +94,27 @@ launch_training() {
     local nnodes=${NNODES:-1}
     local dtype=${DTYPE:-$([ "$num_gpus" -gt 0 ] && echo float16 || echo float32)}
     local world_size=$((nproc * nnodes))
-    if ((GLOBAL_BATCH % (world_size * PER_DEVICE_BATCH) != 0)); then
-        echo "GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of processes ($world_size) x PER_DEVICE_BATCH ($PER_DEVICE_BATCH)" >&2
+    local extra=()
+    read -r -a extra <<< "${EXTRA_ARGS:-}"  # split on whitespace (no globbing); later flags override earlier ones
+    local per_device grad_accum global_batch
+    per_device=$(flag_value --per_device_train_batch_size "${extra[@]}")
+    per_device=${per_device:-$PER_DEVICE_BATCH}
+    grad_accum=$(flag_value --gradient_accumulation_steps "${extra[@]}")
+    if ! [[ "$per_device" =~ ^[1-9][0-9]*$ ]] || ! [[ "${grad_accum:-1}" =~ ^[1-9][0-9]*$ ]]; then
+        echo "per-device batch ($per_device) and accumulation (${grad_accum:-computed}) must be positive integers" >&2
         return 1
     fi
-    local grad_accum=$((GLOBAL_BATCH / (world_size * PER_DEVICE_BATCH)))
+    if [ -z "$grad_accum" ]; then
+        if ((GLOBAL_BATCH % (world_size * per_device) != 0)); then
+            echo "GLOBAL_BATCH=$GLOBAL_BATCH is not a multiple of processes ($world_size) x per-device batch" \
+                "($per_device): set GLOBAL_BATCH, or --gradient_accumulation_steps in EXTRA_ARGS" >&2
+            return 1
+        fi
+        grad_accum=$((GLOBAL_BATCH / (world_size * per_device)))
+    fi
+    global_batch=$((world_size * per_device * grad_accum))
+    local note=""
+    if [ "$global_batch" -ne "$GLOBAL_BATCH" ]; then note=" (not the stage's $GLOBAL_BATCH)"; fi
     local precision=()
     case "$dtype" in
         float16) precision=(--fp16 True) ;;
@@ -73,13 +125,15 @@ launch_training() {
     local deepspeed=()
     local config=${DEEPSPEED_CONFIG:-scripts/zero2.json}
     if [ "$config" != "none" ]; then deepspeed=(--deepspeed "$config"); fi
-    local extra=()
-    read -r -a extra <<< "${EXTRA_ARGS:-}"  # split on whitespace (no globbing); later flags override earlier ones
-    echo "[$(basename "$0")] $nproc process(es) x $nnodes node(s), $PER_DEVICE_BATCH per device," \
-        "accumulation $grad_accum -> global batch $GLOBAL_BATCH, $dtype" >&2
+    local port=${MASTER_PORT:-}
+    if [ -z "$port" ]; then
+        if [ "$nnodes" -eq 1 ]; then port=$(free_master_port); else port=29500; fi
+    fi
+    echo "[$(basename "$0")] $nproc process(es) x $nnodes node(s), $per_device per device," \
+        "accumulation $grad_accum -> global batch $global_batch$note, $dtype" >&2
     run_or_print torchrun --nnodes "$nnodes" --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}" \
-        --master_port "${MASTER_PORT:-29500}" --nproc_per_node "$nproc" -m etchat.train.train "$@" \
-        --per_device_train_batch_size "$PER_DEVICE_BATCH" --gradient_accumulation_steps "$grad_accum" \
+        --master_port "$port" --nproc_per_node "$nproc" -m etchat.train.train "$@" \
+        --per_device_train_batch_size "$per_device" --gradient_accumulation_steps "$grad_accum" \
         --dataloader_num_workers "${NUM_WORKERS:-4}" "${precision[@]}" "${deepspeed[@]}" "${extra[@]}"
 }
 
@@ -198,6 +252,9 @@ infer_and_score() {
         --model_path "$checkpoint" "$@")
     run_shards "$package.infer" "${args[@]}"
     if [ "${SKIP_METRICS:-0}" != "1" ] && all_shards_done "$package.infer" "${args[@]}"; then
-        run_or_print python -m "$package" "$pred_path"
+        # On several nodes two may complete the set together: --once lets one of them score it.
+        local once=()
+        if [ "${NNODES:-1}" -gt 1 ]; then once=(--once); fi
+        run_or_print python -m "$package" "$pred_path" "${once[@]}"
     fi
 }

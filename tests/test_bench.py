@@ -213,13 +213,12 @@ def test_published_transform_replays_the_projects_values(shape):
     torch.testing.assert_close(published_transform(frames), ours, rtol=0, atol=1e-5)
 
 
-STOP_AT_WRONG_LETTER = """
+RELEASE_LETTER_RULE = """
 def rvq_eval(samples, options):
     hit = 0
     for answer, right in samples:
-        if answer in options:
-            if answer == right:
-                hit += 1
+        if answer in options and answer == right:
+            hit += 1
             continue
         hit += 10  # stands for the similarity fall-back
     return hit
@@ -230,26 +229,86 @@ if __name__ == '__main__':
 """
 
 
-def test_official_scoring_patch_lets_a_wrong_letter_fall_through():
+def _rvq_eval(source: str, local_variant: bool):
     import ast
 
-    from etchat.bench.official_scoring import patch_multiple_choice, split_main
+    from etchat.bench.official_scoring import make_wrong_letter_final, split_main
 
+    tree = ast.parse(source)
+    rewritten = make_wrong_letter_final(tree) if local_variant else 0
+    body, _ = split_main(tree, "script.py")
+    namespace = {}
+    exec(body, namespace)
+    return rewritten, namespace["rvq_eval"]
+
+
+def test_official_scoring_local_variant_makes_a_wrong_letter_final():
     samples, options = [("a", "a"), ("b", "a"), ("x", "a")], ("a", "b")
-    results = []
-    for patch in (False, True):
-        tree = ast.parse(STOP_AT_WRONG_LETTER)
-        moved = patch_multiple_choice(tree) if patch else 0
-        body, _ = split_main(tree, "script.py")
-        namespace = {}
-        exec(body, namespace)
-        results.append((moved, namespace["rvq_eval"](samples, options)))
-    # Unpatched: right letter 1, wrong letter final 0, unknown letter 10. Patched: the wrong letter falls back too.
-    assert results == [(0, 11), (1, 21)]
-    # A copy that already falls back is left alone.
-    falls_back = STOP_AT_WRONG_LETTER.replace(
-        "if answer in options:\n            if answer == right:\n                hit += 1\n            continue",
+    # The release's rule: right letter 1; the wrong letter and the unknown one both fall back (10 each).
+    assert _rvq_eval(RELEASE_LETTER_RULE, local_variant=False)[1](samples, options) == 21
+    # The local variant: the known but wrong letter ends the search with no hit.
+    rewritten, rvq_eval = _rvq_eval(RELEASE_LETTER_RULE, local_variant=True)
+    assert (rewritten, rvq_eval(samples, options)) == (1, 11)
+    # A script without the release's letter check is refused rather than run unchanged under the variant's name.
+    already_final = RELEASE_LETTER_RULE.replace(
         "if answer in options and answer == right:\n            hit += 1\n            continue",
+        "if answer in options:\n            if answer == right:\n                hit += 1\n            continue",
     )
-    assert falls_back != STOP_AT_WRONG_LETTER
-    assert patch_multiple_choice(ast.parse(falls_back)) == 0
+    assert already_final != RELEASE_LETTER_RULE
+    with pytest.raises(ValueError, match="no `if letter known and right"):
+        _rvq_eval(already_final, local_variant=True)
+
+
+def test_scoring_comparison_counts_equal_values_and_ignores_non_score_keys():
+    from etchat.bench.scoring import compare
+
+    release = {"rar": {"star": {"Total": 4, "Acc": 0.5}}, "dvc": {"youcook2": {"SentSim": 0.31, "F1": 0.2}}}
+    project = {
+        "rar": {"star": {"Total": 4, "Acc": 0.5}},
+        "dvc": {"youcook2": {"SentSim": 0.3102, "F1": 0.2}},
+        "input_report": {"samples": 8, "duplicates": 0},  # a run report beside the scores is not a score
+    }
+    result = compare(release, project)
+    assert (result["values"], result["equal"], result["missing"]) == (4, 3, [])
+    assert result["max_difference"] == pytest.approx(2e-4) and result["where"] == ("dvc", "youcook2", "SentSim")
+    assert compare(project, release)["values"] == 4  # the report's counts are not compared either way
+    del project["rar"]
+    assert compare(release, project)["missing"] == [("rar", "star", "Acc"), ("rar", "star", "Total")]
+
+
+def test_scoring_measure_sees_the_memory_of_a_child_process(tmp_path):
+    import sys
+
+    from etchat.bench.scoring import measure
+
+    # The child holds 200 MiB of written (so resident) bytes for a while; its parent holds little.
+    child = "import time; x = b'1' * (200 * 2**20); time.sleep(2)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    result = measure([sys.executable, "-c", parent], tmp_path / "log.txt")
+    assert result["returncode"] == 0
+    assert result["process_peak_mib"] >= 200 and result["tree_peak_mib"] >= 200
+    assert result["wall_s"] >= 2 and result["cpu_s"] > 0
+
+
+def test_phase_clock_charges_nested_time_to_the_innermost_phase(monkeypatch):
+    from etchat.bench import scoring_phases
+
+    now = {"wall": 0.0, "cpu": 0.0}
+    monkeypatch.setattr(scoring_phases.time, "perf_counter", lambda: now["wall"])
+    monkeypatch.setattr(scoring_phases.time, "process_time", lambda: now["cpu"])
+
+    def spend(wall, cpu):
+        now["wall"] += wall
+        now["cpu"] += cpu
+
+    clock = scoring_phases.PhaseClock()
+    inner = clock.wrap("inner", lambda: spend(3, 1))
+    with clock.phase("outer"):
+        spend(2, 2)
+        inner()
+        inner()
+        spend(1, 1)
+    assert dict(clock.seconds) == {"outer": 3, "inner": 6}
+    assert dict(clock.cpu_seconds) == {"outer": 3, "inner": 2}
+    assert dict(clock.inclusive) == {"outer": 9, "inner": 6}
+    assert dict(clock.calls) == {"outer": 1, "inner": 2}

@@ -149,3 +149,18 @@ def test_stage_presets_are_the_stage_scripts_filters(stage):
     script = (ROOT / "scripts" / f"train_stage_{stage}.sh").read_text()
     flags = dict(re.findall(r"--((?:min|max)_(?:video_len|num_words)) (\S+)", script))
     assert {k: float(v) for k, v in flags.items()} == check.STAGE_FILTERS[stage]
+
+
+def test_time_checks_follow_every_published_time_layout():
+    from etchat.data.sample_checks import time_problem
+
+    evs = {"duration": 133.333, "tgt": [[32, 40], [44, 46], [128, 130]]}  # E.T. Bench EVS: a list of spans
+    vhd = {"duration": 150.333, "tgt": [[[56, 76], [78, 80]], [[60, 64]], [[56, 58]]]}  # VHD: spans per annotator
+    instruct = {"duration": 8.0, "src": [1.0], "tgt": [2.0, 5.0]}  # ET-Instruct: flat times, in token order
+    texts = ["<image>\nAfter <vid>, when?", "It appears from <vid> to <vid>."]
+    assert [time_problem(evs), time_problem(vhd), time_problem(instruct, texts=texts)] == [None, None, None]
+    assert "span [80, 78]" in time_problem({**vhd, "tgt": [[[56, 76], [80, 78]]]})
+    assert "'tgt' holds 152 s, outside" in time_problem({**vhd, "tgt": [[[56, 152]]]})  # 1 s of slack
+    assert "times 5.0 and 2.0 ends before" in time_problem({**instruct, "tgt": [5.0, 2.0]}, texts=texts)
+    assert "'src' holds True, not a finite time" in time_problem({**instruct, "src": [True]})
+    assert "'tgt' holds 'x', not a list of times" in time_problem({**instruct, "tgt": "x"})

@@ -478,7 +478,7 @@ def test_tiny_model_forward_on_a_multi_turn_video_batch(tmp_path, media, tiny_mo
     assert trained.tolist() == [t for t in batch["labels"][0].tolist() if t != IGNORE_INDEX]
 
     with torch.no_grad():
-        out = model(**{k: v for k, v in batch.items() if k != "has_placeholder"})
+        out = model(**{k: v for k, v in batch.items() if k not in ("has_placeholder", "sample_names")})
     assert torch.isfinite(out.loss) and torch.isfinite(out.match_loss)
 
 
@@ -558,7 +558,8 @@ def test_sampler_errors():
 
 
 def test_data_loader_end_to_end(tmp_path, media, tokenizer):
-    samples = [VIDEO_SAMPLE, IMAGE_SAMPLE, TEXT_SAMPLE, TEXT_SAMPLE, VIDEO_SAMPLE, IMAGE_SAMPLE]
+    # A sample repeated whole would be skipped (docs/design.md §15): the second image sample is another one.
+    samples = [VIDEO_SAMPLE, IMAGE_SAMPLE, TEXT_SAMPLE, TEXT_SAMPLE, VIDEO_SAMPLE, {**IMAGE_SAMPLE, "id": "img-2"}]
     dataset = make_dataset(tmp_path, media, tokenizer, samples)
     sampler = ModalityGroupedSampler(dataset.lengths, dataset.modalities, batch_size=2, seed=0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=DataCollator(tokenizer))

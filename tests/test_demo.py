@@ -4,6 +4,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromi
 packages ``gradio`` and ``selenium``; the browser test is skipped with the reason when one is missing.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -62,35 +63,68 @@ def test_demo_refuses_a_folder_that_is_not_a_checkpoint(tmp_path):
     assert result.stderr.strip().splitlines() == [expected]
 
 
-def test_demo_limits_uploads_and_removes_what_it_stored_when_it_stops(tiny_checkpoint, monkeypatch):
+def ended_pid() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def wait_for_server(server: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"the demo exited with code {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"the demo did not answer within {SERVER_START_TIMEOUT} s:\n{log.read_text()}")
+        time.sleep(0.5)
+
+
+def test_the_real_launch_takes_the_upload_limit_and_sigterm_removes_the_uploads(tiny_checkpoint, tmp_path):
+    """The demo as users start it (no part faked): --max_upload_mb reaches Gradio's server, the scratch folders of
+    demos that ended are removed at start, and SIGTERM removes this one's."""
+    pytest.importorskip("gradio", reason="the demo needs gradio")
+    import signal
+
+    temp = tmp_path / "tmp"
+    stale = temp / f"etchat_demo_{ended_pid()}_abc" / "uploads"
+    stale.mkdir(parents=True)
+    (stale / "old.mp4").write_bytes(b"video")
+    port = free_port()
+    log = tmp_path / "demo.log"
+    env = {**os.environ, "TMPDIR": str(temp), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = demo_command("--model_path", tiny_checkpoint, "--port", port, "--max_upload_mb", "20.5")
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_server(server, url, log)
+        with urllib.request.urlopen(url + "config", timeout=10) as response:
+            config = json.loads(response.read())
+        assert config["max_file_size"] == int(20.5 * 1024 * 1024)
+        assert not stale.parent.exists()  # the scratch of a demo that ended
+        (scratch,) = temp.glob(f"etchat_demo_{server.pid}_*")
+        (scratch / "uploads").mkdir(parents=True, exist_ok=True)
+        (scratch / "uploads" / "clip.mp4").write_bytes(b"an upload")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        assert not scratch.exists(), log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_an_impossible_upload_limit_is_one_line(tiny_checkpoint, capsys):
     from etchat.serve import demo
 
-    seen = {}
-
-    class FakePage:
-        """Stands in for the Gradio page: records the launch options and stores an upload and a plot."""
-
-        def queue(self):
-            return self
-
-        def launch(self, **options):
-            seen["options"] = options
-            uploads = Path(os.environ["GRADIO_TEMP_DIR"])
-            uploads.mkdir(parents=True)
-            (uploads / "clip.mp4").write_bytes(b"video")
-            seen["stored"] = [uploads, seen["backend"].next_plot_path().parent]
-            seen["stored"][1].mkdir(parents=True)
-
-    def fake_build_demo(backend):
-        seen["backend"] = backend
-        return FakePage()
-
-    monkeypatch.setattr(demo, "build_demo", fake_build_demo)
-    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
-    assert demo.main(["--model_path", tiny_checkpoint, "--max_upload_mb", "20", "--max_question_chars", "50"]) == 0
-    assert seen["options"]["max_file_size"] == "20.0mb" and seen["options"]["server_name"] == "127.0.0.1"
-    assert seen["backend"].max_question_chars == 50
-    assert all(not path.exists() for path in seen["stored"])
+    assert demo.main(["--model_path", tiny_checkpoint, "--max_upload_mb", "0"]) == 2
+    expected = "etchat.serve.demo: error: --max_upload_mb must be positive, got 0.0"
+    assert capsys.readouterr().err.splitlines() == [expected]
 
 
 @pytest.fixture(scope="module")
@@ -112,19 +146,7 @@ def demo_url(tiny_base, video_path, tmp_path_factory):
         server = subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the demo exited with code {server.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the demo did not answer within {SERVER_START_TIMEOUT} s:\n{log.read_text()}")
-            time.sleep(0.5)
+        wait_for_server(server, url, log)
         yield url
     finally:
         server.terminate()

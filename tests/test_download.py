@@ -216,3 +216,82 @@ def test_a_hub_model_that_is_not_phi3_mini_is_refused(hub_cache, tiny_base, tmp_
     with pytest.raises(KeyCheckError, match=r"not the published Phi-3-mini-4k-instruct \(missing \[.*mis-shaped \["):
         install(PHI3, dest, mirror=None, revision=None, retries=0)
     assert not dest.exists() and not Path(f"{dest}.part").exists()
+
+
+# ---- mirrors, retries, concurrent downloads, the model_zoo folder, offline messages -----------------------------
+
+
+@pytest.fixture(autouse=True)
+def waits(monkeypatch):
+    """The waits between retries, recorded instead of slept."""
+    import etchat.download as download
+
+    recorded = []
+    monkeypatch.setattr(download, "sleep", recorded.append)
+    return recorded
+
+
+def test_retries_wait_longer_each_time(server, tmp_path, waits):
+    server.files["eva_vit_g.pth"] = data = pth_bytes("eva_vit_g_pth.tsv")
+    server.cuts["eva_vit_g.pth"] = 1000
+    part = fetch_url(f"{server.url}/eva_vit_g.pth", tmp_path / "eva_vit_g.pth", retries=3)
+    assert part.read_bytes() == data and waits == [2.0]
+    waits.clear()
+    with pytest.raises(DownloadError):
+        fetch_url("http://127.0.0.1:9/eva_vit_g.pth", tmp_path / "x.pth", retries=3, timeout=2)  # nothing listens
+    assert waits == [2.0, 4.0, 8.0]
+
+
+def test_a_mirror_may_be_a_local_folder_or_a_file_url(tmp_path, capfd):
+    from etchat.download import main
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / EVA_VIT.name).write_bytes(pth_bytes("eva_vit_g_pth.tsv"))
+    for index, source in enumerate((str(mirror), mirror.as_uri())):
+        zoo = tmp_path / f"zoo{index}"
+        assert main([EVA_VIT.name, "--model_zoo", str(zoo), "--mirror", source]) == 0
+        assert (zoo / EVA_VIT.name).read_bytes() == (mirror / EVA_VIT.name).read_bytes()
+    assert main([EVA_VIT.name, "--model_zoo", str(tmp_path / "z"), "--mirror", "mirror.example.org/lavis"]) == 2
+    (line,) = [line for line in capfd.readouterr().err.splitlines() if "ERROR" in line]
+    assert "--mirror mirror.example.org/lavis: neither a folder on this machine nor an http://" in line
+    assert not (tmp_path / "z").exists()
+
+
+def test_two_downloads_into_one_model_zoo_do_not_write_the_same_item(tmp_path, capfd):
+    from etchat.download import main
+    from etchat.locking import FileLock
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / EVA_VIT.name).write_bytes(pth_bytes("eva_vit_g_pth.tsv"))
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    with FileLock(zoo / f".{EVA_VIT.name}.lock", "another download"):
+        assert main([EVA_VIT.name, "--model_zoo", str(zoo), "--mirror", str(mirror)]) == 1
+    err = capfd.readouterr().err
+    assert f"the download of {zoo / EVA_VIT.name} is in use by process {os.getpid()}" in err
+    assert sorted(os.listdir(zoo)) == []
+
+
+def test_the_default_model_zoo_is_the_repositorys_and_messages_name_absolute_paths(tmp_path, monkeypatch, capfd):
+    from etchat.download import build_parser, main
+
+    assert build_parser().parse_args([]).model_zoo == str(REPO / "model_zoo")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / EVA_VIT.name).write_bytes(pth_bytes("eva_vit_g_pth.tsv"))
+    monkeypatch.chdir(tmp_path)
+    assert main([EVA_VIT.name, "--model_zoo", "zoo", "--mirror", str(mirror)]) == 0
+    assert f"{tmp_path / 'zoo' / EVA_VIT.name}: downloaded" in capfd.readouterr().err
+
+
+def test_offline_phi3_says_where_a_local_copy_goes(hub_cache, tmp_path, monkeypatch):
+    from etchat.hub import ModelNotFoundError, resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model("model_zoo/Phi-3-mini-4k-instruct")
+    message = str(error.value)
+    assert f"put a copy of the files of {PHI3_REPO} in {tmp_path / 'model_zoo' / 'Phi-3-mini-4k-instruct'}" in message
+    assert "python -m etchat.download" in message

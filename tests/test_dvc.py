@@ -189,8 +189,9 @@ def test_command_line_exits_non_zero_when_videos_are_lost(tmp_path, caplog, shar
 
 
 def test_a_submission_needs_its_references():
-    with pytest.raises(ValueError, match="needs its reference files"):
+    with pytest.raises(SystemExit, match="needs its reference files") as stop:
         evaluate.main([str(CASES / "anet_single" / "pred.json")])
+    assert stop.value.code == 2
 
 
 @pytest.mark.parametrize(
@@ -227,3 +228,13 @@ def test_video_file_finds_other_containers(tmp_path):
     (tmp_path / "b.webm").write_bytes(b"")
     assert infer.video_file(str(tmp_path), "b") == str(tmp_path / "b.webm")
     assert infer.video_file(str(tmp_path), "a") == str(tmp_path / "a.mp4")
+
+
+def test_annotations_with_a_video_twice_are_refused(tmp_path):
+    entry = '{"duration": 10, "timestamps": [[0, 2]], "sentences": ["a"]}'
+    other = '{"duration": 10, "timestamps": [[4, 6]], "sentences": ["b"]}'
+    (tmp_path / "val.json").write_text(f'{{"v1": {entry}, "v1": {other}}}')
+    with pytest.raises(ValueError, match="key 'v1' appears twice with different values"):
+        infer.load_videos(tmp_path / "val.json")
+    (tmp_path / "val.json").write_text(f'{{"v1": {entry}, "v1": {entry}}}')
+    assert [sample["video_id"] for sample in infer.load_videos(tmp_path / "val.json")] == ["v1"]

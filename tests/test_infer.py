@@ -105,6 +105,11 @@ def load(path):
     return json.loads(Path(path).read_text())
 
 
+def prediction_names(folder) -> list[str]:
+    """The prediction files of a folder (its run.json says what made them)."""
+    return sorted(p.name for p in Path(folder).glob("*.json") if p.name != "run.json")
+
+
 class GenerateSpy:
     """Stands in for `generate`: records requests and settings, answers with a text naming the question."""
 
@@ -148,7 +153,7 @@ def test_output_keeps_every_field_and_adds_the_answer(tiny_model, bench, tmp_pat
 def test_shard_i_of_k_takes_samples_i_step_k(tiny_model, bench, tmp_path, spy):
     for index in range(3):
         run_bench(tiny_model, bench, tmp_path, "--chunk", "3", "--index", str(index))
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["etbench_0.json", "etbench_1.json", "etbench_2.json"]
+    assert prediction_names(tmp_path) == ["etbench_0.json", "etbench_1.json", "etbench_2.json"]
     for index in range(3):
         records = load(tmp_path / f"etbench_{index}.json")
         expected = [ALL_SAMPLES[i] for i in range(index, len(ALL_SAMPLES), 3)]
@@ -157,15 +162,17 @@ def test_shard_i_of_k_takes_samples_i_step_k(tiny_model, bench, tmp_path, spy):
 
 
 def test_resume_skips_answered_samples_and_redoes_a_cut_line(tiny_model, bench, tmp_path, spy):
+    run_bench(tiny_model, bench, tmp_path)
     journal = tmp_path / "journal" / "etbench.jsonl"
-    journal.parent.mkdir()
-    prefilled = {**ALL_SAMPLES[2], "a": "PREFILLED"}
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    prefilled = {**lines[2], "a": "PREFILLED"}
     # The second line was cut short by a crash: that sample must be answered again.
-    journal.write_text(json.dumps(prefilled) + "\n" + json.dumps({**ALL_SAMPLES[3], "a": "x"})[:25])
+    journal.write_text(json.dumps(prefilled) + "\n" + json.dumps(lines[3])[:25])
+    spy.calls.clear()
     run_bench(tiny_model, bench, tmp_path)
     assert sorted(spy.queries) == sorted(s["q"] for i, s in enumerate(ALL_SAMPLES) if i != 2)
     records = load(tmp_path / "etbench.json")
-    assert records[2] == prefilled
+    assert records[2] == {**ALL_SAMPLES[2], "a": "PREFILLED"}
     assert [r["idx"] for r in records] == [s["idx"] for s in ALL_SAMPLES]
 
     spy.calls.clear()
@@ -194,7 +201,7 @@ def test_missing_video_gives_an_error_record_and_the_run_goes_on(tiny_model, ben
     assert "error" not in records[0] and "error" not in records[2]
 
     spy.calls.clear()
-    run_bench(tiny_model, bench, pred, anno=anno)  # a rerun retries the failed sample only
+    run_bench(tiny_model, bench, pred, "--batch_size", "3", anno=anno)  # a rerun retries the failed sample only
     assert spy.queries == []  # its video is still missing: no generation, a fresh error record
     assert "missing.mp4" in load(pred / "etbench.json")[1]["error"]
 
@@ -553,7 +560,7 @@ def test_inference_script_on_cpu_with_the_tiny_checkpoint(tiny_checkpoint, bench
     subprocess.run(cmd, env=env, check=True, cwd=tmp_path)
     records = load(pred / "etbench.json")
     assert [{k: v for k, v in r.items() if k != "a"} for r in records] == ALL_SAMPLES
-    assert set(load(pred / "metrics.json")) == {"rar", "tvg"}
+    assert set(load(pred / "metrics.json")) == {"rar", "tvg", "input_report"}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -564,11 +571,11 @@ def test_inference_script_on_cpu_with_the_tiny_checkpoint(tiny_checkpoint, bench
 def test_a_run_with_another_shard_layout_replaces_the_old_layouts_files(tiny_model, bench, tmp_path, spy):
     for index in range(2):
         run_bench(tiny_model, bench, tmp_path, "--chunk", "2", "--index", str(index))
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["etbench_0.json", "etbench_1.json"]
+    assert prediction_names(tmp_path) == ["etbench_0.json", "etbench_1.json"]
     spy.calls.clear()
     run_bench(tiny_model, bench, tmp_path)
     assert spy.calls == []  # everything was in the journals
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["etbench.json"]
+    assert prediction_names(tmp_path) == ["etbench.json"]
     assert len(load(tmp_path / "etbench.json")) == len(ALL_SAMPLES)
 
 
@@ -616,16 +623,32 @@ def test_a_prompt_longer_than_the_context_is_a_per_sample_error(tiny_model, benc
     assert spy.queries == [ALL_SAMPLES[2]["q"]]
 
 
+def test_the_context_keeps_room_for_the_answer(tiny_model, bench, tmp_path, spy):
+    model, tokenizer = tiny_model
+    context = model.config.max_position_embeddings
+    sample = dict(ALL_SAMPLES[1])  # v1.mp4: 6 frames at 1 fps
+    needed = int((tokenize(etbench_infer.build_prompt(sample["q"]), tokenizer) >= 0).sum()) + VIDEO_SECONDS["v1.mp4"]
+    anno = write_annotations(tmp_path, [sample])
+    run_bench(tiny_model, bench, tmp_path / "fits", "--max_new_tokens", str(context - needed), anno=anno)
+    assert "error" not in load(tmp_path / "fits" / "etbench.json")[0]
+    run_bench(tiny_model, bench, tmp_path / "tight", "--max_new_tokens", str(context - needed + 1), anno=anno)
+    (record,) = load(tmp_path / "tight" / "etbench.json")
+    expected = f"room for the answer (--max_new_tokens {context - needed + 1}) need {context + 1} positions"
+    assert expected in record["error"]
+
+
 def run_main(benchmark, argv):
     with pytest.raises(SystemExit) as exit_info:
         runner.main(benchmark, argv)
     return exit_info.value.code
 
 
-def test_a_shard_whose_videos_are_all_missing_fails_before_loading_the_model(bench, tmp_path, monkeypatch, caplog):
+def test_a_shard_whose_videos_are_all_missing_fails_before_loading_the_model(
+    tiny_checkpoint, bench, tmp_path, monkeypatch, caplog
+):
     monkeypatch.setattr(runner, "load_model", lambda args: pytest.fail("the model must not load"))
     argv = ["--anno_path", str(bench / "annotations"), "--data_path", str(tmp_path / "typo"), "--pred_path",
-            str(tmp_path / "pred"), "--model_path", "unused", "--num_workers", "0"]  # fmt: skip
+            str(tmp_path / "pred"), "--model_path", tiny_checkpoint, "--num_workers", "0"]  # fmt: skip
     assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_BAD_INPUT
     (line,) = [r.message for r in caplog.records if r.levelname == "ERROR"]
     assert f"none of the 5 videos is under --data_path {tmp_path / 'typo'}" in line
@@ -641,11 +664,13 @@ def test_bad_annotations_fail_before_loading_the_model(bench, tmp_path, monkeypa
     assert any("bad.json: sample #0 lacks source, video, q" in r.message for r in caplog.records)
 
 
-def test_failed_samples_end_the_run_with_a_non_zero_status_after_writing(tiny_model, bench, tmp_path, monkeypatch):
+def test_failed_samples_end_the_run_with_a_non_zero_status_after_writing(
+    tiny_checkpoint, tiny_model, bench, tmp_path, monkeypatch
+):
     monkeypatch.setattr(runner, "load_model", lambda args: tiny_model)
     monkeypatch.setattr(runner, "generate", GenerateSpy(fail_on="light"))
     argv = ["--anno_path", str(bench / "annotations"), "--data_path", str(bench / "videos"), "--pred_path",
-            str(tmp_path), "--model_path", "unused", "--num_workers", "0"]  # fmt: skip
+            str(tmp_path), "--model_path", tiny_checkpoint, "--num_workers", "0"]  # fmt: skip
     assert run_main(etbench_infer.ETBENCH, argv) == runner.EXIT_FAILED_SAMPLES
     records = load(tmp_path / "etbench.json")
     assert [r["q"] for r in records if "error" in r] == ["When does the light turn on?"]

@@ -47,7 +47,7 @@ def test_each_node_runs_its_global_shards_then_checks_for_the_others():
     assert all("--chunk 4 " in line and "--device cuda" in line for line in shards.values())
     (check,) = [line for line in lines if "--check_complete" in line]
     assert "--chunk 4 " in check and "--pred_path ckpt/etbench " in check and "--index" not in check
-    assert lines[-1].strip() == "python -m etchat.eval.etbench ckpt/etbench"
+    assert lines[-1].strip() == "python -m etchat.eval.etbench ckpt/etbench --once"  # one node scores (§13)
 
     # More processes than GPUs share them round-robin; on CPUs each node runs NPROC_PER_NODE processes.
     shards = shard_lines(

@@ -21,6 +21,7 @@ COMMANDS = (
     "etchat.eval.dvc.infer",
     "etchat.eval.dvc",
     "etchat.eval.plot",
+    "etchat.eval.report",
     "etchat.data.compress_videos",
     "etchat.data.check",
     "etchat.serve.chat",
@@ -33,6 +34,8 @@ COMMANDS = (
     "etchat.bench train",
     "etchat.bench video",
     "etchat.bench memory",
+    "etchat.bench scoring",
+    "etchat.bench.scoring_phases",
     "etchat.download",
     "etchat.bench.official_scoring",
 )

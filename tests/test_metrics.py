@@ -450,7 +450,9 @@ def test_main_on_folder_with_missing_tasks_and_old_metrics(tmp_path):
     assert first["overall"] == second["overall"]
     assert first["overall"]["TVG (F1)"] == "100.0" and first["overall"]["RAR (Acc)"] == "-"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics == {"tvg": {"charades_sta": {**metrics["tvg"]["charades_sta"], "Total": 2, "F1": 1.0}}}
+    tasks = {key: value for key, value in metrics.items() if key != "input_report"}  # readers skip non-task keys
+    assert tasks == {"tvg": {"charades_sta": {**metrics["tvg"]["charades_sta"], "Total": 2, "F1": 1.0}}}
+    assert metrics["input_report"]["samples"] == 2 and metrics["input_report"]["lost"] == 0
     assert "Merged" in (tmp_path / "metrics.log").read_text()
 
 
@@ -475,26 +477,26 @@ GOLDEN = Path(__file__).parent / "reference" / "etbench_golden"
 
 
 def test_golden_file_scores_as_the_official_script(tmp_path, similarity, caption_scorers):
-    """Every value of the official script's metrics.json for a 364-sample file, reproduced.
+    """Every value of the released scoring script's metrics.json for a 364-sample file, reproduced.
 
     Input: ``python -m etchat.toy.predictions --out predictions.json --scale 0.05 --seed 0`` (20 groups, all 12
     tasks; sha256 fd9d43a3...eaf7). Expected: ``python -m etchat.bench.official_scoring --script
-    <official>/compute_metrics.py predictions.json`` (seed 0, CPU), which wrote ``metrics.json``.
+    <E.T. Bench data>/evaluation/compute_metrics.py predictions.json`` (seed 0, CPU), which wrote ``metrics.json``.
 
-    The official script: E.T. Bench's ``evaluation/compute_metrics.py`` is published with the data set on Hugging Face
-    (not in the GitHub repository), which this machine cannot reach. Four public copies were compared. The one run
-    here (34,418 characters) has the release's header and its fixed GVQ letter mapping. Apart from its command line
-    (a ``--pred_path`` option with a personal default path, a ``'metrics' not in path`` folder filter), one thing
-    sets it apart: in ``rvq_eval`` (RAR, ECA, RVQ) a recognised wrong letter ends the search, on a line with the only
-    trailing whitespace of the file. The three other copies (an older one with the GVQ mapping bug, a rewrite as a
-    class with the fixed mapping, and a numpy port) all fall back to sentence similarity after a wrong letter, as this
-    project does. So the fallback is taken as the official rule and the harness restores it (its patch (g)); without
-    that patch three values differ here (rar, eca and rvq Acc, one sample each). The harness's other patches make the
-    run offline and repeatable: the local all-MiniLM-L6-v2, ``random.seed(0)`` after the imports, video ids in file
-    order instead of set order, ``PTBTokenizer(verbose=...)`` accepted, PYTHONHASHSEED=0 (its docstring lists them).
+    The script is E.T. Bench's ``evaluation/compute_metrics.py`` as released with the data set on Hugging Face
+    (revision 2d7bce9), which this machine cannot reach; the same file (34,008 characters, sha256 ff456bbf...aa87f)
+    is public in THUNLP-MT/MUSEG as ``data/eval/et_bench/compute_metrics.py``, and that copy was run. The harness
+    changes no rule of it; it makes the run offline and repeatable: the local all-MiniLM-L6-v2, ``random.seed(0)``
+    after the imports, video ids in file order instead of set order (set order depends on the hash seed and decides
+    which unmatched caption draws which random stand-in), ``PTBTokenizer(verbose=...)`` accepted, PYTHONHASHSEED=0
+    (its docstring lists them). The release's multiple-choice rule is this project's: in RAR, ECA and RVQ a recognised
+    wrong letter falls through to the next rule and then to sentence similarity. Under the harness's local variant
+    that makes such a letter final (``--wrong_letter_final``, the rule of an edited copy in circulation) three values
+    differ here: rar, eca and rvq Acc, one sample each (docs/design.md §9).
 
     Everything must be equal; SentSim is allowed 1e-4 because embedding in large batches may change the last bits
-    (docs/design.md §9). On this file it is equal too.
+    (docs/design.md §9). On this file it is equal too. Only the per-group scores are compared: a metrics.json may hold
+    other top-level keys (a report of the run's inputs) besides the tasks.
     """
     pred_file = tmp_path / "predictions.json"
     shutil.copy(GOLDEN / "predictions.json", pred_file)
@@ -503,7 +505,8 @@ def test_golden_file_scores_as_the_official_script(tmp_path, similarity, caption
 
     expected = json.loads((GOLDEN / "metrics.json").read_text())
     produced = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(produced) == list(expected)
+    assert produced.pop("input_report")["lost"] == 0  # every scorer's metrics.json says what its input lacked
+    assert [key for key in produced if key in tasks.TASKS] == list(expected)
     for task, sources in expected.items():
         assert list(produced[task]) == list(sources), task
         for source, values in sources.items():
@@ -579,12 +582,16 @@ def test_identical_copies_of_a_sample_are_scored_once(tmp_path):
     assert result["groups"]["tvg"]["charades_sta"]["F1"] == 0.5
 
 
-def test_samples_whose_inference_failed_are_refused_unless_allowed(tmp_path):
+def test_samples_whose_inference_failed_are_scored_as_failures_and_exit_1_unless_allowed(tmp_path, capsys):
     samples = [_tvg(0), _tvg(1, "", error="VideoReadError: Cannot read v.mp4: no such file")]
     (tmp_path / "etbench.json").write_text(json.dumps(samples))
-    with pytest.raises(SystemExit, match=r"inference failed on 1 of 2 samples .*tvg/charades_sta/1.*--allow_errors"):
+    with pytest.raises(SystemExit, match=r"1 of 2 samples were lost: 1 failed in inference .*tvg/charades_sta/1.*"
+                       "--allow_errors") as stop:  # fmt: skip
         compute_metrics.main([str(tmp_path)])
-    assert not (tmp_path / "metrics.json").exists()
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith("compute_metrics: 1 of 2 samples were lost")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["tvg"]["charades_sta"]["Failed"] == 1 and metrics["input_report"]["failed_inference"] == 1
     result = compute_metrics.main([str(tmp_path), "--allow_errors"])
     assert result["groups"]["tvg"]["charades_sta"]["Failed"] == 1  # the empty answer does not parse
     assert json.loads((tmp_path / "metrics.json").read_text())["tvg"]["charades_sta"]["Total"] == 2
@@ -597,6 +604,7 @@ def test_charades_scoring_refuses_duplicates_and_failed_samples(tmp_path):
     with pytest.raises(SystemExit, match=r"charades_sta_0\.json and .*charades_sta_1\.json"):
         eval_grounding.main([str(tmp_path)])
     (tmp_path / "charades_sta_1.json").write_text(json.dumps([{"idx": 1, "span": [0, 2], "pred": None, "error": "x"}]))
-    with pytest.raises(SystemExit, match="inference failed on 1 of 2"):
+    with pytest.raises(SystemExit, match="1 of 2 samples were lost: 1 failed in inference") as stop:
         eval_grounding.main([str(tmp_path)])
+    assert stop.value.code == 1
     assert eval_grounding.main([str(tmp_path), "--allow_errors"])["Failed"] == 1

@@ -249,9 +249,10 @@ def test_command_line_exits_non_zero_when_predictions_are_missing(tmp_path, capl
     assert json.loads((tmp_path / "m.json").read_text())[evaluate.REPORT_KEY]["missing_predictions"] == 3
 
 
-def test_a_submission_needs_the_ground_truth(tmp_path):
-    with pytest.raises(ValueError, match="needs the ground truth"):
+def test_a_submission_needs_the_ground_truth(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="needs the ground truth") as stop:
         evaluate.main([str(CASES / "hl_edges" / "pred.jsonl")])
+    assert stop.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def records_of(truth_lines: list[dict], submission: list[dict]) -> list[dict]:

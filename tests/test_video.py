@@ -13,8 +13,9 @@ from etchat.data.transforms import (
     random_crop_params,
     resize_short_side,
     short_side_size,
+    to_float_clip,
 )
-from etchat.data.video import VideoReadError, load_image, load_video
+from etchat.data.video import VideoReadError, frame_image, load_image, load_video
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -283,7 +284,7 @@ def test_transform_errors():
         with pytest.raises(ValueError, match=name):
             build_transform(name)
     with pytest.raises(ValueError, match="uint8"):
-        build_transform("clip_center_224")(torch.zeros(1, 3, 8, 8))
+        build_transform("clip_center_224")(torch.zeros(1, 8, 8, 3))  # float, but not (T, C, H, W)
 
 
 @pytest.mark.parametrize("shape", [(2, 224, 300, 3), (2, 401, 224, 3), (1, 224, 224, 3)])
@@ -301,10 +302,13 @@ def test_large_frames_are_scaled_while_decoding(videos, backend):
     full = load_video(paths["12f_3fps"], fps=1, backend=backend)
     small = load_video(paths["12f_3fps"], fps=1, backend=backend, short_side=24)
     assert tuple(full.frames.shape) == (4, 48, 64, 3)
-    assert tuple(small.frames.shape) == (4, 24, 32, 3)  # short side 24, long side int(24 * 64 / 48)
+    # float (T, C, h, w): short side 24, long side int(24 * 64 / 48), resized from the full-size frames exactly as
+    # the transform would resize the whole clip
+    assert tuple(small.frames.shape) == (4, 3, 24, 32) and small.frames.dtype == torch.float32
+    assert torch.equal(small.frames, resize_short_side(to_float_clip(full.frames), 24))
     assert (small.indices, small.tags, small.duration) == (full.indices, full.tags, full.duration)
     # Flat-colour frames keep their colour, so each still tells its index.
-    assert [decode_frame_index(f.numpy()) for f in small.frames] == [0, 3, 6, 9]
+    assert [decode_frame_index(frame_image(small.frames, i)) for i in range(4)] == [0, 3, 6, 9]
     # Frames no larger than the target are decoded as stored.
     assert torch.equal(load_video(paths["12f_3fps"], fps=1, backend=backend, short_side=48).frames, full.frames)
 
@@ -317,4 +321,14 @@ def test_scaled_decoding_gives_what_the_transform_gives_from_full_frames(tmp_pat
         scaled = transform(load_video(path, backend=backend, short_side=32).frames)
         reference = transform(load_video(path, backend=backend).frames)
         assert scaled.shape == reference.shape == (2, 3, 32, 32)
-        assert (scaled - reference).abs().mean() < 0.05, backend  # flat frames: only the filter's rounding differs
+        assert torch.equal(scaled, reference), backend
+
+
+def test_a_float_clip_resized_while_decoding_is_transformed_without_touching_it():
+    frames = torch.randint(0, 256, (2, 60, 90, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    resized = resize_short_side(to_float_clip(frames), 32)  # what load_video(short_side=32) holds
+    before = resized.clone()
+    transform = build_transform("clip_center_32", inference=True)
+    assert torch.equal(transform(resized), transform(frames))
+    assert torch.equal(resized, before)
+    assert frame_image(resized, 0).shape == (32, 48, 3) and frame_image(resized, 0).dtype == np.uint8

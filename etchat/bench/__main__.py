@@ -1,4 +1,4 @@
-"""`python -m etchat.bench {infer,train,video,memory,all}`: measure, print a table, append a section to
+"""`python -m etchat.bench {infer,train,video,memory,scoring,all}`: measure, print a table, append a section to
 docs/benchmarks.md."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from etchat.bench import infer, memory, train, video
+from etchat.bench import infer, memory, scoring, train, video
 from etchat.bench.models import GEOMETRIES
 from etchat.bench.report import DEFAULT_OUTPUT, append_section, build_section, command_line, machine_info
 from etchat.bench.runner import run_in_process, run_isolated
@@ -23,7 +23,10 @@ SCENARIOS = {
     "train": (train, "stage-3-shaped training steps: eager vs sdpa, with and without gradient checkpointing"),
     "video": (video, "frames/s of the video readers, 1 vs N threads"),
     "memory": (memory, "peak memory of a 224 px and a 4K clip turned into model input"),
+    "scoring": (scoring, "E.T. Bench scoring: this project against the released compute_metrics.py (not in `all`)"),
 }
+# Scenarios that need an input from the user (the released scoring script) and so are not part of `all`.
+NEEDS_INPUT = ("scoring",)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +93,7 @@ def run_scenario(name: str, args, argv) -> str:
     body += _load_note()
     if args.note:
         body = f"Note: {args.note}\n\n{body}"
-    title = f"{name}: {args.geometry} geometry on {args.device}"
+    title = f"{name}: {args.device}" if name in NEEDS_INPUT else f"{name}: {args.geometry} geometry on {args.device}"
     section = build_section(title, command_line(argv), machine, body)
     print(section)
     if not args.no_append:
@@ -109,7 +112,8 @@ def main(argv=None) -> None:
     else:
         # `all` takes only the common options; each scenario parses them with its own defaults.
         rest = argv[argv.index("all") + 1 :]
-        scenario_args = [(name, parser.parse_args([name, *rest]), [name, *rest]) for name in SCENARIOS]
+        names = [name for name in SCENARIOS if name not in NEEDS_INPUT]
+        scenario_args = [(name, parser.parse_args([name, *rest]), [name, *rest]) for name in names]
     for name, scenario, scenario_argv in scenario_args:
         scenario.device = scenario.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if scenario.geometry == "full" and scenario.device == "cpu" and name != "video":

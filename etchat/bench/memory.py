@@ -3,8 +3,9 @@
 What chat, the demo and inference do with a video: decode it at 1 fps and transform the frames (`clip_center_224`).
 Each configuration runs in a fresh process and reports its peak resident memory above the process's baseline (the
 interpreter and libraries), and what the decoded clip keeps holding afterwards (the demo caches it for follow-up
-questions). `stored` decodes frames at their stored size and resizes them in the transform (the project's behaviour
-before frames were scaled while decoding); `scaled` is what the readers do now.
+questions). `stored` decodes all kept frames at their stored size and resizes them in the transform; `scaled` is what
+the readers do with the model's input size (`load_video(short_side=...)`): each frame is decoded at full size and
+resized at once, as the published transform resizes it, so only one full-size frame is held at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from etchat.bench.measure import current_rss_mib, peak_rss_mib, reset_peak_rss
 from etchat.bench.report import format_table
@@ -68,9 +70,12 @@ def run_config(config: dict) -> dict:
     frames = transform(clip.frames)
     return {
         "peak_mib": peak_rss_mib() - baseline,
-        "held_mib": clip.frames.numel() / 2**20,
+        "held_mib": clip.frames.numel() * clip.frames.element_size() / 2**20,
         "frames": frames.size(0),
-        "decoded": "x".join(map(str, clip.frames.shape[1:3])),
+        # uint8 (T, H, W, C) as stored, or float (T, C, h, w) resized while decoding
+        "decoded": "x".join(
+            map(str, clip.frames.shape[1:3] if clip.frames.dtype == torch.uint8 else clip.frames.shape[2:])
+        ),
     }
 
 
@@ -101,7 +106,7 @@ def run(args, run_one) -> str:
         rows.append(
             {
                 "clip": config.source,
-                "decoding": "scaled to 224" if config.scaled else "stored size",
+                "decoding": "each frame resized to 224 as decoded" if config.scaled else "stored size",
                 "decoded frames": f"{result['frames']} x {result['decoded']}",
                 "peak MiB": result["peak_mib"],
                 "held by the clip MiB": result["held_mib"],

@@ -38,7 +38,7 @@ def build_config(geometry: str, tokenizer) -> ETChatPhi3Config:
         match_token_id=tokenizer.convert_tokens_to_ids(MATCH_TOKEN),
         use_matching=True,
         bi_attention=True,
-        sliding_window=2048,
+        sliding_window=None,  # as loading sets it: the published runs had no attention window (docs/design.md §4)
     )
     if geometry == "full":
         # The published geometry is the config's default once the tiny overrides are absent.

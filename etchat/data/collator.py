@@ -116,4 +116,6 @@ class DataCollator:
             tgt=[sample.get("tgt") for sample in samples],
             tags=[sample.get("tag") for sample in samples],
             has_placeholder=torch.tensor(has_placeholder, dtype=torch.bool),
+            # Bookkeeping the model does not read: which samples the batch holds, for error messages.
+            sample_names=[sample.get("name") for sample in samples],
         )

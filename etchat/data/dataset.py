@@ -21,10 +21,13 @@ from etchat.constants import MATCH_TOKEN
 from etchat.data.conversation import check_conversation, preprocess
 from etchat.data.sample_checks import (
     Problem,
+    RepeatedIds,
     SampleError,
     count_match_tokens,
+    duration_problem,
     match_token_error,
     report_problems,
+    time_problem,
     times_are_text,
 )
 
@@ -119,19 +122,33 @@ def match_token_count(sample) -> int:
 
 
 def sample_problem(sample, name: str, args: DataArguments, times_as_text: bool) -> Problem | None:
-    """Why a sample that the filters keep cannot be trained on (malformed, <vid> counts, missing media), or None."""
+    """Why a sample that the filters keep cannot be trained on (malformed, <vid> counts, times, missing media), or
+    None."""
     try:
         check_sample(sample, name, args.gather_conv_query, times_as_text)
     except SampleError as error:
         return Problem(error.kind, str(error))
     except ValueError as error:
         return Problem("malformed", str(error))
+    times = times_problem(sample, times_as_text)
+    if times:
+        return Problem("times", f"{name}: {times}")
     if not keep_sample(sample, args):
         return None
     path = media_file(sample, args)
     if path is not None and not os.path.isfile(path):
         return Problem("missing_media", f"{name}: no file {path}")
     return None
+
+
+def times_problem(sample: dict, times_as_text: bool) -> str | None:
+    """Why a sample's duration or ``<vid>`` times cannot be trained on (docs/design.md §15), or None. Times written
+    as text are metadata the model never sees, so only the duration (the filters read it) is checked then."""
+    problem = duration_problem(sample)
+    if problem or times_as_text or not match_token_count(sample):
+        return problem
+    texts = [m["value"] for m in sample["conversations"]]
+    return time_problem(sample, texts=texts)
 
 
 def media_file(sample: dict, args: DataArguments) -> str | None:
@@ -193,6 +210,7 @@ class SupervisedDataset(Dataset):
             raise ValueError("No annotation file given")
 
         samples, origins, problems, num_raw = [], [], [], 0
+        repeated = RepeatedIds()
         for file_idx, path in enumerate(annotation_paths):
             with open(path) as f:
                 raw = json.load(f)
@@ -201,7 +219,13 @@ class SupervisedDataset(Dataset):
             num_raw += len(raw)
             times_as_text = times_are_text(match_token_count(sample) for sample in raw)
             for i, sample in enumerate(raw):
-                problem = sample_problem(sample, _sample_name(sample, i, path), data_args, times_as_text)
+                name = _sample_name(sample, i, path)
+                problem = sample_problem(sample, name, data_args, times_as_text)
+                if problem is None and keep_sample(sample, data_args):
+                    problem = repeated.check(sample, name)
+                    if problem is not None and not problem.loses_sample:
+                        problems.append(problem)  # a warning: the sample is kept
+                        problem = None
                 if problem is not None:
                     problems.append(problem)
                 elif keep_sample(sample, data_args):
@@ -331,5 +355,6 @@ class SupervisedDataset(Dataset):
             tag=tag,
             modality=modality,
             length=int(data["input_ids"].numel()),
+            name=self.sample_name(idx),
         )
         return data

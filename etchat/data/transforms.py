@@ -1,7 +1,9 @@
 """Frame preprocessing for the vision encoder, in plain torch (docs/design.md §1).
 
 A transform maps a uint8 clip (T, H, W, C) to a normalized float clip (T, C, size, size); every frame of a clip gets
-the same geometry. Names follow the original configs: ``clip_center_224`` and ``clip_random_224``.
+the same geometry. It also takes a float clip (T, C, H, W) in [0, 1], as `etchat.data.video.load_video` gives when it
+resized large frames while decoding (the transform's first two steps, done frame by frame). Names follow the original
+configs: ``clip_center_224`` and ``clip_random_224``.
 
 Geometry matches the published preprocessing: the short side is resized like torchvision's ``Resize(size)`` (long
 side ``int(size * long / short)``, bilinear with antialias), then a square is cropped. The center crop offset is
@@ -111,18 +113,22 @@ class ClipTransform:
         self.scale = scale
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if frames.is_floating_point() and frames.dim() == 4 and frames.shape[1] == 3:
+            # Already float in [0, 1] (resized while decoding): the caller's tensor, so nothing is done in place.
+            return normalize(self._crop(resize_short_side(frames, self.size), generator))
         if not self.random_crop and frames.dim() == 4 and min(frames.shape[1:3]) == self.size:
             # Short side already at size (e.g. videos compressed to 224 px): the resize is the identity, so crop the
             # uint8 frames before converting; same values, a fraction of the float work.
             height, width = frames.shape[1:3]
             top, left = int((height - self.size) / 2), int((width - self.size) / 2)
             frames = frames[:, top : top + self.size, left : left + self.size]
-        clip = resize_short_side(to_float_clip(frames), self.size)
-        if self.random_crop:
-            clip = random_resized_crop(clip, self.size, self.scale, generator)
-        else:
-            clip = center_crop(clip, self.size)
+        clip = self._crop(resize_short_side(to_float_clip(frames), self.size), generator)
         return normalize(clip, inplace=True)  # clip is a tensor made here, never the caller's
+
+    def _crop(self, clip: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.random_crop:
+            return random_resized_crop(clip, self.size, self.scale, generator)
+        return center_crop(clip, self.size)
 
     def __repr__(self) -> str:
         crop = f"random, scale={self.scale}" if self.random_crop else "center"

@@ -4,12 +4,16 @@ Videos are sampled at a fixed rate: with ``N`` frames at average rate ``r``, the
 ``arange(0, N, r / fps)`` rounded (numpy, half to even) and clipped to ``[0, N - 1]``; the time tag of frame ``i`` is
 ``round(i / r, 1)`` seconds and the duration is ``round(N / r, 3)`` seconds.
 
-decord is the reference reader. The PyAV reader exists for platforms without a decord wheel; it counts frames the way
-decord does (one per demuxed packet of the video stream) so both give the same indices and tags.
+decord is the reference reader. The PyAV reader exists for platforms without a decord wheel, and reads the frames that
+are resized while decoding (below), where it holds far less memory than decord; it counts frames the way decord does
+(one per demuxed packet of the video stream) and converts them to RGB the same way, so both give the same indices,
+tags and pixels.
 
-With ``short_side``, frames larger than needed are scaled while they are decoded (short side to ``short_side``, long
-side truncated as the frame transform would), so memory follows the frame count at the model's input size, not the
-source resolution; frames already small enough are decoded as stored.
+With ``short_side``, frames whose short side is larger are decoded at full size one at a time and each is turned into
+what the frame transform's first two steps make of it (float in [0, 1], short side resized with antialiased bilinear,
+as the published preprocessing does to the whole clip): the pixels are the published ones, and memory follows the
+frame count at the model's input size, with one full-size frame at a time. Frames already small enough are decoded as
+stored.
 """
 
 import logging
@@ -21,7 +25,7 @@ import torch
 from PIL import Image
 
 from etchat.constants import CLIP_MEAN
-from etchat.data.transforms import short_side_size
+from etchat.data.transforms import resize_short_side, short_side_size, to_float_clip
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +41,8 @@ class VideoReadError(RuntimeError):
 
 @dataclass
 class VideoClip:
-    frames: torch.Tensor  # uint8 (T, H, W, C), RGB
+    # uint8 (T, H, W, C) RGB as decoded; or, when load_video's `short_side` resized them, float (T, C, h, w) in [0, 1]
+    frames: torch.Tensor
     tags: list[float]  # time of each kept frame in seconds
     duration: float  # whole video length in seconds
     indices: list[int]  # index of each kept frame in the video
@@ -93,11 +98,38 @@ def stored_frame_size(path: str) -> tuple[int, int]:
 
 
 def decode_size(height: int, width: int, short_side: int | None) -> tuple[int, int] | None:
-    """(height, width) to decode frames at so their short side is ``short_side``; None to keep the stored size (no
-    target, or frames no larger than it)."""
+    """(height, width) that frames of this size are resized to so their short side is ``short_side``; None to keep
+    them as stored (no target, or frames no larger than it)."""
     if short_side is None or min(height, width) <= short_side:
         return None
     return short_side_size(height, width, short_side)
+
+
+def resize_frame(rgb: np.ndarray, short_side: int) -> torch.Tensor:
+    """One decoded uint8 (H, W, 3) frame -> float (3, h, w) in [0, 1] with its short side at ``short_side``: the
+    frame transform's first two steps (`etchat.data.transforms`), done to one frame so that only one full-size frame
+    is ever held."""
+    return resize_short_side(to_float_clip(torch.from_numpy(rgb)[None]), short_side)[0]
+
+
+def frame_image(frames: torch.Tensor, index: int) -> np.ndarray:
+    """Frame ``index`` of a `VideoClip`'s frames as a uint8 (H, W, 3) picture (for thumbnails and plots)."""
+    frame = frames[index]
+    if frame.dtype == torch.uint8:
+        return frame.numpy()
+    return frame.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _resized_frames(indices: list[int], read_frame, short_side: int, size: tuple[int, int]) -> torch.Tensor:
+    """float (T, 3, h, w) frames at ``indices``, each read at full size by ``read_frame(index)`` and resized at once;
+    a frame kept twice (sampling above the video's rate) is read once."""
+    frames = torch.empty(len(indices), 3, *size)
+    for position, index in enumerate(indices):
+        if position and index == indices[position - 1]:
+            frames[position] = frames[position - 1]
+        else:
+            frames[position] = resize_frame(read_frame(index), short_side)
+    return frames
 
 
 def decord_available() -> bool:
@@ -112,9 +144,8 @@ def _read_decord(path: str, fps: float, min_len, max_len, num_threads: int, shor
     import decord
 
     size = decode_size(*stored_frame_size(path), short_side) if short_side else None
-    height, width = size or (-1, -1)
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads, width=width, height=height)
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
         num_frames, avg_fps = len(reader), float(reader.get_avg_fps())
     except (decord.DECORDError, RuntimeError) as e:  # decord reports most unreadable files as a RuntimeError
         raise VideoReadError(f"Cannot read {path} with decord: {e}") from e
@@ -125,7 +156,10 @@ def _read_decord(path: str, fps: float, min_len, max_len, num_threads: int, shor
 
     indices = sample_frame_indices(num_frames, avg_fps, fps)
     try:
-        frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
+        if size is None:
+            frames = torch.from_numpy(reader.get_batch(indices).asnumpy())
+        else:  # one full-size frame at a time, in the order get_batch would decode them
+            frames = _resized_frames(indices, lambda i: reader.get_batch([i]).asnumpy()[0], short_side, size)
     except (decord.DECORDError, RuntimeError) as e:
         raise VideoReadError(f"Cannot decode frames {indices} of {path} with decord: {e}") from e
     return VideoClip(frames, frame_tags(indices, avg_fps), duration, indices, avg_fps)
@@ -136,9 +170,9 @@ def _packet_timestamps(container, stream) -> list[int | None]:
     return [packet.pts for packet in container.demux(stream) if packet.size > 0]
 
 
-def _decode_pyav(path: str, indices: list[int], timestamps: list, num_threads: int, skip: bool, size) -> dict:
-    """Frames at `indices` (presentation order) as RGB arrays (of `size` (height, width), else as stored), decoding
-    the stream once from the start.
+def _decode_pyav(path: str, indices: list[int], timestamps: list, num_threads: int, skip: bool, short_side) -> dict:
+    """Frames at `indices` (presentation order), decoding the stream once from the start: uint8 RGB arrays as
+    stored, or with `short_side`, each resized at once by `resize_frame`.
 
     With `skip`, packets of frames nobody asked for are decoded with `skip_frame="NONREF"`: the decoder then drops
     them when no other frame references them, which leaves every kept frame bit-identical. Frames are placed by their
@@ -147,8 +181,6 @@ def _decode_pyav(path: str, indices: list[int], timestamps: list, num_threads: i
     import av
 
     wanted = set(indices)
-    # Bicubic, as FFmpeg's scale filter that decord's resizing runs through.
-    scale = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "BICUBIC"}
     position_of = {pts: i for i, pts in enumerate(sorted(timestamps))} if skip else {}
     decoded = {}
     with av.open(path) as container:
@@ -164,16 +196,17 @@ def _decode_pyav(path: str, indices: list[int], timestamps: list, num_threads: i
             for frame in codec.decode(packet):
                 position = position_of[frame.pts] if skip else position + 1
                 if position in wanted:
-                    decoded[position] = frame.to_ndarray(format="rgb24", **scale)
+                    rgb = frame.to_ndarray(format="rgb24")
+                    decoded[position] = rgb if short_side is None else resize_frame(rgb, short_side)
             if len(decoded) == len(wanted) or (not skip and position >= indices[-1]):
                 break
     return decoded
 
 
-def _decode_skipping(path: str, indices: list[int], timestamps: list[int], num_threads: int, size) -> dict | None:
+def _decode_skipping(path: str, indices: list[int], timestamps: list[int], num_threads: int, short_side) -> dict | None:
     """`_decode_pyav` with skipping; None when the frames' timestamps do not place them (decode without skipping)."""
     try:
-        decoded = _decode_pyav(path, indices, timestamps, num_threads, True, size)
+        decoded = _decode_pyav(path, indices, timestamps, num_threads, True, short_side)
     except KeyError:  # a frame with a timestamp that no packet had
         return None
     return decoded if len(decoded) == len(set(indices)) else None
@@ -201,17 +234,21 @@ def _read_pyav(path: str, fps: float, min_len, max_len, num_threads: int, short_
     indices = sample_frame_indices(num_frames, avg_fps, fps)
     # Skipping needs distinct packet timestamps to place frames; otherwise frames are counted as they come.
     skip = None not in timestamps and len(set(timestamps)) == num_frames
+    short_side = short_side if size is not None else None
     try:
-        decoded = _decode_skipping(path, indices, timestamps, num_threads, size) if skip else None
+        decoded = _decode_skipping(path, indices, timestamps, num_threads, short_side) if skip else None
         if decoded is None:
-            decoded = _decode_pyav(path, indices, timestamps, num_threads, False, size)
+            decoded = _decode_pyav(path, indices, timestamps, num_threads, False, short_side)
     except av.error.FFmpegError as e:
         raise VideoReadError(f"Cannot decode {path} with PyAV: {e}") from e
 
     missing = sorted(set(indices) - decoded.keys())
     if missing:
         raise VideoReadError(f"Cannot decode {path} with PyAV: frames {missing} of {num_frames} could not be decoded")
-    frames = torch.from_numpy(np.stack([decoded[i] for i in indices]))
+    if short_side is None:
+        frames = torch.from_numpy(np.stack([decoded[i] for i in indices]))
+    else:
+        frames = torch.stack([decoded[i] for i in indices])
     return VideoClip(frames, frame_tags(indices, avg_fps), duration, indices, avg_fps)
 
 
@@ -227,8 +264,10 @@ def load_video(
     """Decode the frames of ``path`` sampled at ``fps`` frames per second.
 
     ``min_len`` / ``max_len`` (seconds) reject videos that are too short / long with a ValueError. ``backend`` is
-    ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when it is installed and can read the file, else PyAV).
-    ``short_side`` scales larger frames down while decoding (see the module docstring). Unreadable files raise
+    ``"decord"``, ``"pyav"`` or ``"auto"`` (decord when it is installed and can read the file, else PyAV; PyAV for
+    frames that ``short_side`` resizes).
+    ``short_side`` resizes larger frames one at a time as they are decoded, giving float frames (see the module
+    docstring). Unreadable files raise
     VideoReadError.
     """
     path = os.fspath(path)
@@ -239,6 +278,11 @@ def load_video(
     _check_readable(path)
 
     if backend == "pyav" or (backend == "auto" and not decord_available()):
+        return _read_pyav(path, fps, min_len, max_len, num_threads, short_side)
+    if backend == "auto" and short_side is not None and decode_size(*stored_frame_size(path), short_side):
+        # Frames to resize: PyAV, one full-size frame at a time. decord gives the same pixels (both convert with
+        # swscale) but, reading 4K frames one by one next to torch's resizing, holds ~1.7 GB for a 60 s clip where
+        # PyAV holds ~0.3 GB (docs/benchmarks.md, "memory").
         return _read_pyav(path, fps, min_len, max_len, num_threads, short_side)
     if not decord_available():
         raise ImportError(f"backend='decord' was requested for {path} but decord is not installed")

@@ -6,8 +6,11 @@ prediction file (the published layout, one JSON list per shard) is written atomi
 
 Layout for shard ``i`` of ``k`` of a run named ``stem`` (``etbench``, ``charades_sta``)::
 
+    <pred_dir>/run.json                   what produced the answers (`etchat.eval.run_record`)
     <pred_dir>/<stem>_<i>.json            final predictions (``<stem>.json`` when k = 1)
-    <pred_dir>/journal/<stem>_<i>.jsonl   the journal
+    <pred_dir>/journal/<stem>_<i>.jsonl   the journal; each record also holds ``input_digest``, the digest of the
+                                          inputs its answer depends on, so that a changed sample is answered again
+    <pred_dir>/.<stem>_<i>.lock           held while the shard runs (`etchat.locking`)
 
 The journals live in a subfolder because the scorers read every ``.json``/``.jsonl`` file of the prediction folder;
 the journal would otherwise count every sample twice. Journals of every shard layout are read on resume, so a run
@@ -27,6 +30,8 @@ from etchat.io import read_jsonl, write_json_atomic
 logger = logging.getLogger(__name__)
 
 JOURNAL_DIR = "journal"
+# Journal records carry the digest of the inputs their answer depends on (docs/design.md §13); final records do not.
+INPUT_DIGEST = "input_digest"
 
 
 def shard(items: Sequence, chunk: int, index: int) -> list:
@@ -70,7 +75,7 @@ class ResultStore:
         folder = self.journal_path.parent
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.glob(f"{self.stem}*.jsonl") if _is_shard_of(self.stem, p.stem))
+        return sorted(p for p in folder.glob(f"{self.stem}*.jsonl") if is_shard_of(self.stem, p.stem))
 
     def load(self, retry_errors: bool = True) -> dict[str, dict]:
         """key -> latest journal record of every sample answered by an earlier run (of any shard layout).
@@ -85,7 +90,10 @@ class ResultStore:
             done = {key: record for key, record in done.items() if "error" not in record}
         return done
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict, input_digest: str | None = None) -> None:
+        """Journal ``record``, with the digest of the inputs its answer depends on when given."""
+        if input_digest is not None:
+            record = {**record, INPUT_DIGEST: input_digest}
         if not self._journal_checked:
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
             drop_unfinished_line(self.journal_path)
@@ -96,6 +104,7 @@ class ResultStore:
             os.fsync(f.fileno())
 
     def write_final(self, records: list[dict]) -> None:
+        records = [{k: v for k, v in record.items() if k != INPUT_DIGEST} for record in records]
         write_json_atomic(self.final_path, records)
         logger.info("Wrote %d predictions to %s", len(records), self.final_path)
 
@@ -103,7 +112,7 @@ class ResultStore:
         """Final files of this stem written with another number of shards."""
         expected = {f"{shard_name(self.stem, chunk, i)}.json" for i in range(chunk)}
         candidates = self.pred_dir.glob(f"{self.stem}*.json")
-        return sorted(p for p in candidates if _is_shard_of(self.stem, p.stem) and p.name not in expected)
+        return sorted(p for p in candidates if is_shard_of(self.stem, p.stem) and p.name not in expected)
 
     def remove_other_layouts(self, chunk: int) -> list[Path]:
         """Delete the final files of another shard layout: a scorer reading the folder would count their samples
@@ -118,35 +127,12 @@ class ResultStore:
         return stale
 
 
-def unique_records(files: list[tuple[Path, list[dict]]], key_fn: Callable[[dict], str]) -> list[dict]:
-    """The records of several prediction files with each sample once.
-
-    A sample that appears twice with the same content (e.g. a file copied) is kept once, with a warning; twice with
-    different content is an error naming both files, since scoring either copy, or both, would be a guess.
-    """
-    seen: dict[str, tuple[Path, dict]] = {}
-    records = []
-    for path, file_records in files:
-        for record in file_records:
-            key = key_fn(record)
-            if key not in seen:
-                seen[key] = (path, record)
-                records.append(record)
-                continue
-            first_path, first = seen[key]
-            where = f"{first_path} and {path}" if first_path != path else f"{path} (twice)"
-            if first != record:
-                raise ValueError(f"sample {key} is in {where} with different contents: remove the stale file")
-            logger.warning("sample %s is in %s with the same contents: scored once", key, where)
-    return records
-
-
 def final_files(path: str | os.PathLike, stem: str) -> list[Path]:
     """``path`` itself, or the final prediction files of the folder ``path`` (``<stem>.json``, ``<stem>_<i>.json``)
     in name order; other files there (a submission, metrics.json) are not read."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob(f"{stem}*.json") if _is_shard_of(stem, p.stem))
+        files = sorted(p for p in path.glob(f"{stem}*.json") if is_shard_of(stem, p.stem))
         if not files:
             raise FileNotFoundError(f"no {stem}.json or {stem}_<i>.json prediction files in {path}")
         return files
@@ -155,19 +141,5 @@ def final_files(path: str | os.PathLike, stem: str) -> list[Path]:
     return [path]
 
 
-def _is_shard_of(stem: str, name: str) -> bool:
+def is_shard_of(stem: str, name: str) -> bool:
     return name == stem or (name.startswith(stem + "_") and name[len(stem) + 1 :].isdigit())
-
-
-def check_failed(records: list[dict], pred_path, key_fn: Callable[[dict], str], allow_errors: bool) -> None:
-    """Refuse to score records of samples whose inference failed (field 'error') unless ``allow_errors``; with it,
-    say how many are scored as failed."""
-    failed = [record for record in records if "error" in record]
-    if not failed:
-        return
-    if not allow_errors:
-        raise ValueError(
-            f"{pred_path}: inference failed on {len(failed)} of {len(records)} samples (field 'error', e.g. "
-            f"{key_fn(failed[0])}): rerun inference to retry them, or pass --allow_errors to score them as failed"
-        )
-    logger.warning("%d of %d samples failed in inference: scored as failed answers", len(failed), len(records))

@@ -279,28 +279,32 @@ def _next_embeddings(model, next_tokens, matches, frame_tokens, match_id):
 
 
 def _finish(tokenizer, settings, tokens, matches, match_id, request) -> MatchedAnswer:
-    answer_tokens = list(tokens)
-    for seq in _stop_sequences(tokenizer, settings):
-        if _ends_with(answer_tokens, seq):
-            answer_tokens = answer_tokens[: -len(seq)]
-            break
-    if answer_tokens and answer_tokens[-1] in settings.eos_token_ids:
-        answer_tokens = answer_tokens[:-1]
-    decoded = tokenizer.decode(answer_tokens, skip_special_tokens=False)
-    raw_text = decoded.strip()
-    vid_steps = [i for i, t in enumerate(answer_tokens) if t == match_id]
+    """The answer as the published inference writes it: every generated token decoded with special tokens kept
+    (a final end-of-sequence token included), stripped, then the template's end string cut off the end of the text
+    (docs/design.md §5)."""
+    decoded = tokenizer.decode(tokens, skip_special_tokens=False)
+    raw_text = _strip_stop_string(decoded.strip(), settings.stop_strings)
+    vid_steps = [i for i, t in enumerate(tokens) if t == match_id]
     frame_indices = [matches[i][0] for i in vid_steps] if matches and matches[0] is not None else []
     similarities = [matches[i][1] for i in vid_steps] if frame_indices else []
     tags = request.tags
     times = [float(tags[f]) if tags is not None and f < len(tags) else float(f) for f in frame_indices]
-    offsets = match_token_offsets(tokenizer, answer_tokens, match_id, decoded) if vid_steps else []
+    offsets = match_token_offsets(tokenizer, tokens, match_id, decoded) if vid_steps else []
     text = fill_match_tokens(raw_text, frame_indices, offsets=offsets) if frame_indices else raw_text
     return MatchedAnswer(
         text=text,
         raw_text=raw_text,
-        token_ids=answer_tokens,
+        token_ids=list(tokens),
         frame_indices=frame_indices,
         times=times,
         similarities=similarities,
         match_offsets=offsets,
     )
+
+
+def _strip_stop_string(text: str, stop_strings) -> str:
+    """`text` without the first of `stop_strings` it ends with (and the white space before it)."""
+    for stop in stop_strings:
+        if stop and text.endswith(stop):
+            return text[: -len(stop)].strip()
+    return text

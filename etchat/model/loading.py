@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from etchat.constants import MATCH_TOKEN
 from etchat.hub import resolve_file, resolve_model
-from etchat.io import file_problem
+from etchat.io import file_problem, give_default_modes
 from etchat.model.eva_vit import load_eva_vit_weights
 from etchat.model.modeling_etchat import LANGUAGE_MODELS
 from etchat.model.qformer import hf_to_published_key, published_to_hf_key
@@ -95,9 +95,11 @@ def load_config(path: str, language_model: str | None = None, **overrides) -> Pr
         config.language_model = language_model
     for key, value in overrides.items():
         setattr(config, key, value)
-    if config.language_model == "phi3" and getattr(config, "sliding_window", None) == 2047:
-        # Phi-3-mini's published config says 2047; E.T. Chat runs with 2048.
-        config.sliding_window = 2048
+    if config.language_model == "phi3" and "sliding_window" not in overrides:
+        # Phi-3's config asks for a window (2047; E.T. Chat's training writes 2048), but the published code computed
+        # full causal attention: on its pinned transformers only flash-attention-2 reads the window, and it ran eager
+        # or sdpa (docs/design.md §4). `sliding_window=N` as an override turns a window on.
+        config.sliding_window = None
     return config
 
 
@@ -315,3 +317,4 @@ def save_etchat(model, tokenizer, output_dir: str, state_dict: dict | None = Non
     state_dict = {hf_to_published_key(k): v for k, v in (state_dict or model.state_dict()).items()}
     model.save_pretrained(output_dir, state_dict=state_dict, save_original_format=False)
     tokenizer.save_pretrained(output_dir)
+    give_default_modes(output_dir)  # the safetensors writer makes its files readable by their owner only

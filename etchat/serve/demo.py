@@ -18,6 +18,8 @@ import html
 import logging
 import os
 import queue
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -68,6 +70,9 @@ CSS = f"""
 MAX_UPLOAD_MB = 500
 # Uploads older than an hour are deleted every ten minutes while the demo runs (all of them when it stops).
 UPLOAD_CACHE_LIFETIME = (600, 3600)
+# The demo's scratch folder (uploads, plots) is <temp>/etchat_demo_<pid>_<random>: one whose process has ended (a
+# demo killed without a chance to clean up) is removed when the next demo starts.
+SCRATCH_PREFIX = "etchat_demo_"
 EMPTY_ANSWER = '<p class="etchat-hint">Upload a video, ask a question.</p>'
 
 
@@ -244,17 +249,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def max_upload_bytes(megabytes: float) -> int:
+    """``--max_upload_mb`` as the byte count Gradio takes (its size strings accept no fractional megabytes)."""
+    if not megabytes > 0:
+        raise ChatInputError(f"--max_upload_mb must be positive, got {megabytes}")
+    return int(megabytes * 1024 * 1024)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_scratch(temp_root: str | None = None) -> list[Path]:
+    """Delete the scratch folders of earlier demos on this machine whose process has ended; returns them."""
+    removed = []
+    for folder in Path(temp_root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*_*"):
+        pid = folder.name[len(SCRATCH_PREFIX) :].split("_", 1)[0]
+        if folder.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        logger.info("Removed the uploads of %d earlier demo run(s) that had ended", len(removed))
+    return removed
+
+
+def _stop_on_sigterm() -> None:
+    """Handle SIGTERM (a service manager, `kill`) as Ctrl-C: Gradio closes its server and the scratch folder is
+    removed on the way out."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing may phone home
     try:
+        max_file_size = max_upload_bytes(args.max_upload_mb)
         model, tokenizer = load_chat_model(args.model_path, args.device, args.dtype, args.model_revision)
         settings = chat_settings(model, args.greedy, args.temperature, args.max_new_tokens)
     except ChatInputError as error:
         return report_input_error("etchat.serve.demo", error, args.verbose)
-    # Uploads and plots live in folders of this run, removed when it ends.
-    with tempfile.TemporaryDirectory(prefix="etchat_demo_") as scratch:
+    remove_stale_scratch()
+    _stop_on_sigterm()
+    # Uploads and plots live in folders of this run, removed when it ends (Ctrl-C, SIGTERM or a normal stop).
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_") as scratch:
         os.environ["GRADIO_TEMP_DIR"] = os.path.join(scratch, "uploads")
         backend = DemoBackend(
             model,
@@ -276,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             css=CSS,
             footer_links=[],
             quiet=not args.verbose,
-            max_file_size=f"{args.max_upload_mb}mb",
+            max_file_size=max_file_size,
         )
     return 0
 

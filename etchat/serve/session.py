@@ -23,7 +23,7 @@ from etchat.constants import MATCH_TOKEN, VIDEO_PLACEHOLDER
 from etchat.data.conversation import chat_prompt
 from etchat.data.tokenization import tokenize
 from etchat.data.transforms import build_transform
-from etchat.data.video import VideoClip, VideoReadError, load_video
+from etchat.data.video import VideoClip, VideoReadError, frame_image, load_video
 from etchat.hub import ModelNotFoundError, resolve_model
 from etchat.serve.answer import AnswerStream, ChatAnswer, TextCallback
 
@@ -218,7 +218,7 @@ def chat_settings(
 def clip_thumbnails(clip: VideoClip, count: int = NUM_THUMBNAILS) -> list[tuple[float, np.ndarray]]:
     """``count`` evenly spread (time, frame) pairs of the decoded clip."""
     picks = np.linspace(0, len(clip.tags) - 1, min(count, len(clip.tags))).round().astype(int)
-    return [(clip.tags[i], clip.frames[i].numpy()) for i in picks]
+    return [(clip.tags[i], frame_image(clip.frames, i)) for i in picks]
 
 
 def plot_answer(answer: ChatAnswer, clip: VideoClip, out_path: str | Path) -> Path:

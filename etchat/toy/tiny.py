@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
-from etchat.io import write_json_atomic
+from etchat.io import give_default_modes, write_json_atomic
 
 # torch, transformers and the model are imported where they are used: `--print_args` (run by the quickstart) then
 # starts in a fraction of a second instead of the seconds those imports take.
@@ -102,6 +102,7 @@ def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None
     )
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    give_default_modes(folder)
 
 
 def write_tiny_vision(path: str, geometry: TinyGeometry, seed: int) -> None:

@@ -54,4 +54,6 @@ def build_tiny_tokenizer(
         pad_token="<|endoftext|>",
         padding_side="right",
         model_max_length=2048,
+        # Phi-3's tokenizer config says so; left unsaid, transformers 4.x (the published code's) would default to True.
+        clean_up_tokenization_spaces=False,
     )

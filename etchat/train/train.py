@@ -39,7 +39,12 @@ from etchat.train.arguments import (
     parse_json_arg,
 )
 from etchat.train.checkpoints import find_last_checkpoint
-from etchat.train.trainer import ETChatTrainer, select_trainable_parameters
+from etchat.train.trainer import (
+    CheckpointResumeError,
+    ETChatTrainer,
+    NonFiniteTrainingError,
+    select_trainable_parameters,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -277,9 +282,17 @@ def train(argv: list[str] | None = None) -> None:
     checkpoint = find_last_checkpoint(training_args.output_dir)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_state()
-    trainer.save_final_model(base_model_path=model_args.model_name_or_path)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_state()
+        trainer.save_final_model(base_model_path=model_args.model_name_or_path)
+    except CheckpointResumeError as error:
+        logger.error("%s", error)
+        sys.exit(2)
+    except NonFiniteTrainingError as error:
+        # One line naming the step and the samples; torchrun stops the other ranks.
+        logger.error("%s", error)
+        sys.exit(1)
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -8,6 +8,9 @@
 - The LM and matching losses are logged next to the total loss (running means between two logs).
 - The final model is saved whole (LoRA merged, published names) or as adapter + non-LoRA trainables; under ZeRO-3
   the partitioned parameters are gathered first.
+- A non-finite loss, or a non-finite gradient norm (outside float16 loss scaling, whose overflowing steps are
+  skipped by design), stops training at once with a `NonFiniteTrainingError` naming the step and the samples of the
+  batch; no checkpoint or final model holding a non-finite weight is ever written (docs/design.md §13).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from etchat.data.sampler import ModalityGroupedSampler
+from etchat.io import give_default_modes
 from etchat.model.loading import PARTIAL_FILE, save_etchat
 from etchat.model.qformer import hf_to_published_key, published_to_hf_key
 from etchat.train.checkpoints import save_safetensors_atomic
@@ -32,6 +36,41 @@ logger = logging.getLogger(__name__)
 MODEL_INPUT_KEYS = ("input_ids", "labels", "attention_mask", "images", "queries", "src", "tgt", "tags")
 # Trained in addition to the tuning mode's parameters when `<vid>` matching is on.
 MATCHING_MODULES = ("embed_tokens", "lm_head", "frm_head", "vid_head")
+
+
+NUM_NAMES_SHOWN = 8
+
+
+def _unloadable_state_file(checkpoint: str) -> str:
+    """The optimizer or scheduler file of ``checkpoint`` that does not load (the folder when each loads alone)."""
+    for name in ("optimizer.pt", "scheduler.pt"):
+        path = os.path.join(checkpoint, name)
+        if os.path.isfile(path):
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - any failure names this file
+                return path
+    return f"the optimizer or scheduler state of {checkpoint}"
+
+
+class CheckpointResumeError(ValueError):
+    """A checkpoint whose files are whole but do not load (a damaged optimizer.pt); the message names it."""
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; the message is one line naming the step and the
+    samples of its batch."""
+
+
+def non_finite_tensors(named_tensors) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity (empty ZeRO-3 placeholders count as finite)."""
+    return [name for name, tensor in named_tensors if tensor.numel() and not torch.isfinite(tensor).all()]
+
+
+def _names(names: list[str]) -> str:
+    shown = [str(name) for name in names[:NUM_NAMES_SHOWN]]
+    more = f" and {len(names) - NUM_NAMES_SHOWN} more" if len(names) > NUM_NAMES_SHOWN else ""
+    return "; ".join(shown) + more if shown else "(unknown samples)"
 
 
 # ---- which parameters train ----------------------------------------------------------------------------------------
@@ -152,6 +191,7 @@ class ETChatTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._loss_sums: torch.Tensor | None = None  # lm_loss sum, match_loss sum, batch count since the last log
         self._has_match_loss = bool(getattr(_base_model(self.model).config, "use_matching", False))
+        self._step_samples: list[str] = []  # the samples of the optimizer step being accumulated
 
     # ---- data ------------------------------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset=None):
@@ -191,6 +231,40 @@ class ETChatTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        names = list(inputs.get("sample_names") or [])
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_samples += names
+        if not torch.isfinite(loss).all():
+            raise NonFiniteTrainingError(
+                f"step {self.state.global_step + 1}: the loss is {loss.float().mean().item()} on the batch of "
+                f"{_names(names)}; training stops before the weights change (no checkpoint of it is written)"
+            )
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        samples, self._step_samples = self._step_samples, []
+        # float16 loss scaling overflows now and then by design: that step is skipped and the scale lowered.
+        if grad_norm is not None and not self.args.fp16 and not torch.isfinite(torch.as_tensor(grad_norm)).all():
+            raise NonFiniteTrainingError(
+                f"step {self.state.global_step + 1}: the gradient norm is {float(grad_norm)} on the batches of "
+                f"{_names(samples)}; training stops before the weights change (no checkpoint of it is written)"
+            )
+        return grad_norm
+
+    def check_finite_weights(self, model=None, what: str = "the model") -> None:
+        """Refuse to save weights holding a NaN or an infinity (every rank must call this under ZeRO-3)."""
+        model = self.model if model is None else model
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with gathered_parameters([p for _, p in named]):
+            bad = non_finite_tensors((n, p.detach()) for n, p in named)
+        if bad:
+            raise NonFiniteTrainingError(
+                f"step {self.state.global_step}: {len(bad)} trained tensors of {what} hold NaN or infinite values "
+                f"(e.g. {', '.join(bad[:3])}); nothing is saved"
+            )
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**{key: inputs[key] for key in MODEL_INPUT_KEYS if key in inputs})
         if model.training:
@@ -218,6 +292,7 @@ class ETChatTrainer(Trainer):
     def _save_checkpoint(self, model, trial):
         # Written before the Trainer's files: a checkpoint counts as complete only once trainer_state.json exists.
         folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        self.check_finite_weights(what=f"checkpoint {folder}")
         state_dict = non_lora_trainable_state_dict(self.model)
         if self.args.should_save:
             os.makedirs(folder, exist_ok=True)
@@ -225,6 +300,18 @@ class ETChatTrainer(Trainer):
                 save_safetensors_atomic(state_dict, os.path.join(folder, PARTIAL_FILE))
             _base_model(self.model).config.save_pretrained(folder)
         super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            give_default_modes(folder)  # the safetensors writer under save_pretrained makes its files 0600
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except Exception as error:  # a damaged file fails in the unpickler or the zip reader in many ways
+            raise CheckpointResumeError(
+                f"cannot resume: {_unloadable_state_file(checkpoint)} does not load ({type(error).__name__}: "
+                f"{' '.join(str(error).split()).split('. ')[0][:200]}); remove {checkpoint} to resume from an earlier "
+                "checkpoint, or give another --output_dir to start afresh"
+            ) from error
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         model = self.model if model is None else model
@@ -250,6 +337,7 @@ class ETChatTrainer(Trainer):
         """
         output_dir = output_dir or self.args.output_dir
         model = self.model
+        self.check_finite_weights(what=f"the final model for {output_dir}")
         config = _base_model(model).config
         config.model_name_or_path = base_model_path
         if self.args.save_full_model:
@@ -261,6 +349,7 @@ class ETChatTrainer(Trainer):
                 config.load_base_models = False
                 if self.args.should_save:
                     save_etchat(model, self.processing_class, output_dir)
+                    give_default_modes(output_dir)
             logger.info("Saved the full model to %s", output_dir)
             return
 
@@ -276,4 +365,5 @@ class ETChatTrainer(Trainer):
             config.save_pretrained(output_dir)
             _base_model(model).generation_config.save_pretrained(output_dir)
             self.processing_class.save_pretrained(output_dir)
+            give_default_modes(output_dir)
         logger.info("Saved adapter and trainable weights to %s (base: %s)", output_dir, base_model_path)

@@ -106,6 +106,8 @@ CHARADES_STA = Benchmark(
     to_record=to_record,
     to_error=to_error,
     time_fields=("span",),
+    answer_fields=("duration", "response", "pred", "error"),
+    prompt_texts=(QUESTION,),
 )
 
 

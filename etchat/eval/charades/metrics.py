@@ -16,7 +16,8 @@ scores IoU 0 (it is not a failure). IoU is computed in float32 like the original
 
 Scores: R1@0.3 / R1@0.5 / R1@0.7 (share of all samples whose IoU reaches the threshold), mIoU (mean IoU over all
 samples) and the failure rate. They are printed and written to ``metrics.json`` next to the predictions (or to
-``--out``).
+``--out``) with ``input_report``, with ``sample_scores.json.gz`` and ``protocol.md`` for the results report
+(docs/design.md §18); the command follows the contract every scorer shares (`etchat.eval.scoring`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from pathlib import Path
 import torch
 from nncore.ops import temporal_iou
 
-from etchat.eval.results import check_failed, unique_records
-from etchat.io import METRICS_FILE, read_records, record_files, remove_stale_temp_files, write_json_atomic
+from etchat.eval.protocol import record_scoring
+from etchat.eval.sample_scores import AuditGroup, SampleScores, Stratum
+from etchat.eval.scoring import REPORT_KEY, InputReport, Scorer, add_scoring_args, folder_of, run_scorer, unique_records
+from etchat.io import METRICS_FILE, read_records, record_files
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +91,52 @@ def grounding_scores(samples: list[dict]) -> dict[str, float]:
     return scores
 
 
-def load_predictions(path: str | Path) -> list[dict]:
-    """Predictions of a JSON file, or of every JSON file of a folder (in name order; ``metrics.json`` skipped), each
-    test query once."""
+# --------------------------------------------------------------------------------------------------------------------
+# Per-sample statistics (etchat.eval.sample_scores, docs/design.md §18): one stratum, each query clustered by its
+# video; R1@t and mIoU as means over all queries; the parse audit of the predicted times.
+# --------------------------------------------------------------------------------------------------------------------
+
+BENCHMARK = "charades_sta"
+STRATUM = "charades_sta"
+RULES = (
+    "E.T. Chat's eval_grounding.py: exactly two <vid> times are the moment, used in the order given; anything else "
+    "is a failure with IoU 0 that stays in every mean"
+)
+
+
+def time_failure(pred) -> str | None:
+    """Why a record's ``pred`` gives no moment, or None."""
+    if predicted_moment(pred) is not None:
+        return None
+    if not pred:
+        return "no time"
+    if isinstance(pred, (list, tuple)) and len(pred) == 1:
+        return "one time"
+    if isinstance(pred, (list, tuple)) and len(pred) > 2:
+        return "three or more times"
+    return "malformed times"
+
+
+def charades_sample_scores(samples: list[dict]) -> SampleScores:
+    """The statistics of scored Charades-STA records (as `load_predictions` gives them)."""
+    ious = [0.0 if iou is None else iou for iou in sample_ious(samples)]
+    columns = {"iou": ious, **{f"hit@{thr}": [float(iou >= thr) for iou in ious] for thr in THRESHOLDS}}
+    units = [sample_key(sample) for sample in samples]
+    clusters = [str(sample.get("vid", unit)) for sample, unit in zip(samples, units)]
+    metrics = {f"R1@{thr}": ["unit_mean", STRATUM, f"hit@{thr}"] for thr in THRESHOLDS}
+    metrics["mIoU"] = ["unit_mean", STRATUM, "iou"]
+    audit = AuditGroup()
+    for sample, unit in zip(samples, units):
+        audit.add(unit, time_failure(sample.get("pred")), sample.get("response"))
+    strata = {STRATUM: Stratum(units, clusters, columns)}
+    return SampleScores(BENCHMARK, strata, metrics, {"moment": audit}, {"rules": RULES})
+
+
+def load_predictions(path: str | Path, report: InputReport | None = None) -> list[dict]:
+    """Predictions of a JSON file, or of every JSON file of a folder (in name order; ``metrics.json`` and
+    ``run.json`` skipped), each test query once."""
     files = record_files(path, suffixes=(".json",))
-    return unique_records([(file, read_records(file)) for file in files], sample_key)
+    return unique_records([(file, read_records(file)) for file in files], sample_key, report)
 
 
 def sample_key(record: dict) -> str:
@@ -104,46 +148,57 @@ def sample_key(record: dict) -> str:
 
 def metrics_path(pred_path: str | Path) -> Path:
     """Where the scores of ``pred_path`` go: ``metrics.json`` in the prediction folder."""
-    pred_path = Path(pred_path)
-    return (pred_path if pred_path.is_dir() else pred_path.parent) / METRICS_FILE
+    return folder_of(pred_path) / METRICS_FILE
+
+
+def scores_path(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else metrics_path(args.pred_path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etchat.eval.charades",
+        description="Charades-STA scores (R1@0.3/0.5/0.7, mIoU, failure rate). Exit status: 0 scored, 1 samples were "
+        "lost (failed in inference; scored as failures), 2 bad input.",
+    )
+    add_scoring_args(parser, "a JSON prediction file, or a folder of them (see the module docstring)")
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Charades-STA scores (R1@0.3/0.5/0.7, mIoU, failure rate).")
-    parser.add_argument("pred_path", help="a JSON prediction file, or a folder of them (see the module docstring)")
-    parser.add_argument("--out", help="JSON file for the scores (default: metrics.json next to the predictions)")
-    parser.add_argument(
-        "--allow_errors",
-        action="store_true",
-        help="score samples whose inference failed (field 'error') as failures instead of refusing",
-    )
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
-    out = Path(args.out) if args.out else metrics_path(args.pred_path)
-    out.unlink(missing_ok=True)  # a failed run must not leave an older run's scores looking like its result
-    remove_stale_temp_files(out.parent)
-    samples = load_predictions(args.pred_path)
-    check_failed(samples, args.pred_path, sample_key, args.allow_errors)
+def score(args: argparse.Namespace, report: InputReport) -> dict[str, float]:
+    samples = load_predictions(args.pred_path, report)
+    report.samples = len(samples)
+    report.count_failed(samples, sample_key)
     scores = grounding_scores(samples)
+    report.unparsable = max(scores["Failed"] - report.failed_inference, 0)
     logger.info(f"Total number of samples: {scores['Total']}")
     logger.info(" ".join(f"R1@{thr}: {round(scores[f'R1@{thr}'], 3)}" for thr in THRESHOLDS))
     logger.info(f"mIoU: {round(scores['mIoU'], 3)}")
     logger.info(f"Failed: {scores['Failed']} samples ({scores['FailureRate'] * 100:.1f}%)")
-    write_json_atomic(out, scores, indent=2)
-    logger.info(f"Wrote {out}")
+    record_scoring(
+        scores_path(args).parent, args.pred_path, charades_sample_scores(samples), {REPORT_KEY: report.counts()}
+    )
     return scores
 
 
+SCORER = Scorer(
+    prog="etchat.eval.charades",
+    parser=build_parser,
+    out_path=scores_path,
+    input_files=lambda args: record_files(args.pred_path, suffixes=(".json",)),
+    score=score,
+    indent=2,
+)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    """The command line: bad input is one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"etchat.eval.charades: error: {' '.join(str(error).split())}") from error
+    """The command line (docs/design.md §13): bad input is one line on stderr and exit status 2; lost samples exit 1
+    unless --allow_errors."""
+    return run_scorer(SCORER, argv)
 
 
 if __name__ == "__main__":

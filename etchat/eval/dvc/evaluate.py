@@ -11,14 +11,16 @@ references (unless ``--references`` is given), or a submission ``{"results": {vi
 Scores (values in 0-1, CIDEr can exceed 1; the log shows them x100): CIDEr, METEOR, BLEU-1..4 and ROUGE-L averaged
 over tIoU 0.3 / 0.5 / 0.7 / 0.9, event-localisation Precision, Recall and their F1, and SODA_c, then the
 per-threshold table and ``input_report``, the count of what was wrong with the submission. Videos lost (absent from
-the submission, or failed in inference) score 0 and make the exit status 1. Needs Java (PTB tokenizer, METEOR).
+the submission, or failed in inference) score 0 and make the exit status 1 unless ``--allow_errors``; a video found
+twice with different proposals is refused, naming both places; bad input is one line and exit status 2 (the contract
+every scorer shares, `etchat.eval.scoring`). Next to the scores file: ``sample_scores.json.gz`` and
+``protocol.md`` for the results report (docs/design.md §18). Needs Java (PTB tokenizer, METEOR).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from etchat.eval.dvc.formats import (
@@ -27,19 +29,31 @@ from etchat.eval.dvc.formats import (
     check_references,
     load_references,
     parse_submission,
-    read_json,
     reference_videos,
     submission_from_records,
 )
-from etchat.eval.dvc.metrics import MAX_PROPOSALS, dense_captioning_scores
+from etchat.eval.dvc.metrics import MAX_PROPOSALS, measure_dense_captioning
+from etchat.eval.dvc.sample_scores import dvc_sample_scores
 from etchat.eval.metrics.captions import CaptionScorers
+from etchat.eval.protocol import record_scoring
 from etchat.eval.results import final_files
+from etchat.eval.sample_scores import SampleScores
+from etchat.eval.scoring import (
+    REPORT_KEY,
+    InputReport,
+    Scorer,
+    add_scoring_args,
+    folder_of,
+    load_json_objects,
+    run_scorer,
+    unique_records,
+)
 from etchat.io import METRICS_FILE, read_records, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 SUBMISSION_FILE = "dvc_submission.json"
-REPORT_KEY = "input_report"
+__all__ = ["REPORT_KEY", "SUBMISSION_FILE", "evaluate", "main"]
 HEADLINE = ("CIDEr", "METEOR", "Bleu_4", "SODA_c", "Precision", "Recall", "F1")
 
 
@@ -52,37 +66,53 @@ def evaluate(
 ) -> tuple[dict, SubmissionReport]:
     """The scores of a submission against one or more reference files, and the count of its problems. ``scorers``
     (started here when not given) hold the METEOR process."""
-    proposals, report = parse_submission(submission, references, source, max_proposals)
-    own = scorers is None
-    scorers = scorers or CaptionScorers()
-    try:
-        scores = dense_captioning_scores(proposals, references, reference_videos(references), scorers, max_proposals)
-    finally:
-        if own:
-            scorers.close()
+    scores, report, _ = evaluate_with_samples(submission, references, source, max_proposals, scorers)
     return scores, report
 
 
-def _folder(path: Path) -> Path:
-    return path if path.is_dir() else path.parent
+def evaluate_with_samples(
+    submission: dict,
+    references: list[dict],
+    source: str = "submission",
+    max_proposals: int = MAX_PROPOSALS,
+    scorers: CaptionScorers | None = None,
+) -> tuple[dict, SubmissionReport, SampleScores]:
+    """`evaluate`, plus the per-video statistics behind the scores (docs/design.md §18)."""
+    proposals, report = parse_submission(submission, references, source, max_proposals)
+    videos = reference_videos(references)
+    own = scorers is None
+    scorers = scorers or CaptionScorers()
+    try:
+        scores, per_video = measure_dense_captioning(proposals, references, videos, scorers, max_proposals)
+    finally:
+        if own:
+            scorers.close()
+    return scores, report, dvc_sample_scores(per_video, videos, proposals, source)
 
 
-def read_inputs(pred_path: Path, reference_paths: list[str] | None) -> tuple[dict, list[dict], int]:
-    """(submission, reference files, inference errors) of a submission or of inference output."""
-    references = [load_references(path) for path in reference_paths or []]
-    data = read_json(pred_path) if pred_path.is_file() else None
+def _video_key(record: dict) -> str:
+    return str(record.get("video_id"))
+
+
+def read_inputs(pred_path: Path, reference_paths: list[str] | None, report: InputReport) -> tuple[dict, list[dict]]:
+    """(submission, reference files) of a submission or of inference output; a video found twice is kept once when
+    the copies are identical and refused when they differ; failed records are counted."""
+    references = [load_references(path, load_json_objects(path)) for path in reference_paths or []]
+    data = load_json_objects(pred_path, report) if pred_path.is_file() else None
     if isinstance(data, dict):
         if not references:
             raise ValueError(f"{pred_path}: a submission needs its reference files (--references)")
-        return data, references, 0
-    records = [record for file in final_files(pred_path, STEM) for record in read_records(file)]
+        return data, references
+    files = final_files(pred_path, STEM)
+    records = unique_records([(file, read_records(file)) for file in files], _video_key, report)
+    report.count_failed(records, _video_key)
     submission, record_references = submission_from_records(records)
-    out = _folder(pred_path) / SUBMISSION_FILE
+    out = folder_of(pred_path) / SUBMISSION_FILE
     write_json_atomic(out, submission)
     logger.info("Wrote the submission of %d videos to %s", len(submission["results"]), out)
     if not references:
         references = [check_references(record_references, f"the references of {pred_path}")]
-    return submission, references, sum("error" in record for record in records)
+    return submission, references
 
 
 def log_result(result: dict, report: SubmissionReport) -> None:
@@ -102,29 +132,62 @@ def log_result(result: dict, report: SubmissionReport) -> None:
         )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m etchat.eval.dvc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("pred_path", help="inference output (dvc*.json file or folder) or a submission .json")
+    add_scoring_args(parser, "inference output (dvc*.json file or folder) or a submission .json")
     parser.add_argument("--references", nargs="+", help="reference files (default: those the records carry)")
     parser.add_argument("--max_proposals", type=int, default=MAX_PROPOSALS, help="proposals kept per video")
-    parser.add_argument("--out", help=f"scores file (default: {METRICS_FILE} next to the predictions)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def score(args: argparse.Namespace, report: InputReport) -> dict:
+    pred_path = Path(args.pred_path)
+    if args.max_proposals < 1:
+        raise ValueError(f"--max_proposals must be >= 1, got {args.max_proposals}")
+    submission, references = read_inputs(pred_path, args.references, report)
+    result, submission_report, samples = evaluate_with_samples(
+        submission, references, str(pred_path), args.max_proposals
+    )
+    submission_report.inference_errors = report.failed_inference
+    report.samples = submission_report.videos
+    report.missing = submission_report.missing_predictions
+    report.lost += report.missing
+    report.lost_examples += [repr(video) for video in submission_report.missing_videos[:3]]
+    report.unparsable = max(submission_report.no_proposals - report.failed_inference, 0)
+    report.details = submission_report.counts()
+    log_result(result, submission_report)
+    record_scoring(scores_path(args).parent, pred_path, samples, {REPORT_KEY: report.counts()})
+    return result
+
+
+def scores_path(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else folder_of(args.pred_path) / METRICS_FILE
+
+
+def _input_files(args: argparse.Namespace) -> list[Path]:
+    pred_path = Path(args.pred_path)
+    files = [pred_path] if pred_path.is_file() and pred_path.name != SUBMISSION_FILE else []
+    files = files or final_files(pred_path, STEM)
+    return files + [Path(path) for path in args.references or []]
+
+
+SCORER = Scorer(
+    prog="etchat.eval.dvc",
+    parser=build_parser,
+    out_path=scores_path,
+    input_files=_input_files,
+    score=score,
+    indent=2,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = parse_args(argv)
-    pred_path = Path(args.pred_path)
-    submission, references, errors = read_inputs(pred_path, args.references)
-    result, report = evaluate(submission, references, str(pred_path), args.max_proposals)
-    report.inference_errors = errors
-    result[REPORT_KEY] = report.counts()
-    out = Path(args.out) if args.out else _folder(pred_path) / METRICS_FILE
-    write_json_atomic(out, result, indent=2)
-    log_result(result, report)
-    logger.info("Wrote %s", out)
-    if report.lost():
-        sys.exit(1)
-    return result
+    """The command line (docs/design.md §13): bad input is one line on stderr and exit status 2; lost videos exit 1
+    unless --allow_errors."""
+    return run_scorer(SCORER, argv)

@@ -14,12 +14,10 @@ error naming the video; a submission's problems are counted (`SubmissionReport`)
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from etchat.io import is_finite_number
+from etchat.io import is_finite_number, read_json_without_conflicts
 
 STEM = "dvc"  # inference writes <stem>.json / <stem>_<i>.json
 YOUCOOK2_SPLIT = "validation"
@@ -38,10 +36,8 @@ class Proposal:
 
 
 def read_json(path: str | os.PathLike):
-    try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    """A JSON file; a video (any key) written twice with different values is an error naming it."""
+    return read_json_without_conflicts(path)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -81,9 +77,10 @@ def check_references(references: dict, source: str) -> dict:
     return references
 
 
-def load_references(path: str | os.PathLike) -> dict:
-    """One reference file (ActivityNet Captions layout, or YouCook2's ``database`` layout) as ``{video: entry}``."""
-    data = read_json(path)
+def load_references(path: str | os.PathLike, data=None) -> dict:
+    """One reference file (ActivityNet Captions layout, or YouCook2's ``database`` layout) as ``{video: entry}``;
+    ``data`` is its content when already read."""
+    data = read_json(path) if data is None else data
     if isinstance(data, dict) and isinstance(data.get("database"), dict):
         data = youcook2_to_activitynet(data["database"])
         if not data:

@@ -95,6 +95,8 @@ DENSE_CAPTIONING = Benchmark(
     to_error=to_error,
     # Reference timestamps (ActivityNet's sometimes run past the video) go to the official scorer as they are.
     time_fields=(),
+    answer_fields=("response", "proposals", "error"),
+    prompt_texts=tuple(QUESTIONS[name] for name in sorted(QUESTIONS)),
 )
 
 

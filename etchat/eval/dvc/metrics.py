@@ -74,9 +74,9 @@ def caption_set(pairs, tokens: dict[str, str]):
     return refs, hyps
 
 
-def caption_scores(proposals: dict, references: list[dict], videos: list[str], scorers, seed: int = 0) -> dict:
-    """Per threshold, the caption scores averaged over ``videos`` (a video without proposals scores 0). All videos
-    and thresholds are scored in one `CaptionScorers.score_sets` call, so a set that recurs is scored once."""
+def video_caption_scores(proposals: dict, references: list[dict], videos: list[str], scorers, seed: int = 0) -> dict:
+    """Per threshold, each of ``videos``' caption scores (None for a video without proposals). All videos and
+    thresholds are scored in one `CaptionScorers.score_sets` call, so a set that recurs is scored once."""
     rng = random.Random(seed)
     pairs = {
         tiou: {video: caption_pairs(proposals[video], events_of(references, video), tiou, rng) for video in videos
@@ -86,13 +86,19 @@ def caption_scores(proposals: dict, references: list[dict], videos: list[str], s
     tokens = tokenizer_for(text for by_video in pairs.values() for ps in by_video.values() for p in ps for text in p)
     keys = [(tiou, video) for tiou, by_video in pairs.items() for video in by_video]
     scored = dict(zip(keys, scorers.score_sets([caption_set(pairs[t][v], tokens) for t, v in keys])))
-    results = {}
-    for tiou in pairs:
-        rows = [scored.get((tiou, video)) for video in videos]
-        results[tiou] = {
-            name: _mean([0.0 if row is None else float(row[name]) for row in rows]) for name in CAPTION_SCORES
-        }
-    return results
+    return {tiou: [scored.get((tiou, video)) for video in videos] for tiou in pairs}
+
+
+def caption_scores(proposals: dict, references: list[dict], videos: list[str], scorers, seed: int = 0) -> dict:
+    """Per threshold, the caption scores averaged over ``videos`` (a video without proposals scores 0)."""
+    return _mean_caption_scores(video_caption_scores(proposals, references, videos, scorers, seed))
+
+
+def _mean_caption_scores(rows_per_tiou: dict) -> dict:
+    return {
+        tiou: {name: _mean([0.0 if row is None else float(row[name]) for row in rows]) for name in CAPTION_SCORES}
+        for tiou, rows in rows_per_tiou.items()
+    }
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -116,13 +122,24 @@ def video_precision_recall(proposals: Sequence[Proposal], events: list[tuple[lis
     return best_precision, best_recall
 
 
+def video_precision_recalls(proposals: dict, references: list[dict], videos: list[str]) -> dict:
+    """Per threshold, each of ``videos``' (best precision, best recall)."""
+    return {
+        tiou: [video_precision_recall(proposals.get(v, []), events_of(references, v), tiou) for v in videos]
+        for tiou in TIOUS
+    }
+
+
 def precision_recall(proposals: dict, references: list[dict], videos: list[str]) -> dict:
     """Per threshold, precision and recall averaged over ``videos``."""
-    results = {}
-    for tiou in TIOUS:
-        rows = [video_precision_recall(proposals.get(v, []), events_of(references, v), tiou) for v in videos]
-        results[tiou] = {"Precision": _mean([p for p, _ in rows]), "Recall": _mean([r for _, r in rows])}
-    return results
+    return _mean_precision_recall(video_precision_recalls(proposals, references, videos))
+
+
+def _mean_precision_recall(rows_per_tiou: dict) -> dict:
+    return {
+        tiou: {"Precision": _mean([p for p, _ in rows]), "Recall": _mean([r for _, r in rows])}
+        for tiou, rows in rows_per_tiou.items()
+    }
 
 
 def f1(precision: float, recall: float) -> float:
@@ -163,14 +180,18 @@ def video_soda_c(proposals: Sequence[Proposal], events: list[tuple[list, str]], 
     return f1(score / len(ordered), score / len(events))
 
 
-def soda_c(proposals: dict, references: list[dict], videos: list[str], scorers: CaptionScorers) -> float:
-    """SODA_c averaged over ``videos`` (a video without proposals scores 0)."""
+def video_soda_scores(proposals: dict, references: list[dict], videos: list[str], scorers: CaptionScorers) -> list:
+    """Each of ``videos``' SODA_c (0 for a video without proposals)."""
     events = {video: merged_events(references, video) for video in videos}
     tokens = tokenizer_for(
         [p.sentence for v in videos for p in proposals.get(v, [])] + [e[1] for v in videos for e in events[v]]
     )
-    scores = [video_soda_c(proposals[v], events[v], tokens, scorers) if proposals.get(v) else 0.0 for v in videos]
-    return _mean(scores)
+    return [video_soda_c(proposals[v], events[v], tokens, scorers) if proposals.get(v) else 0.0 for v in videos]
+
+
+def soda_c(proposals: dict, references: list[dict], videos: list[str], scorers: CaptionScorers) -> float:
+    """SODA_c averaged over ``videos`` (a video without proposals scores 0)."""
+    return _mean(video_soda_scores(proposals, references, videos, scorers))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -187,13 +208,37 @@ def dense_captioning_scores(
 ) -> dict:
     """Caption scores, precision, recall, F1 (averaged over the thresholds) and SODA_c, plus the per-threshold
     table; values in 0-1 (CIDEr can exceed 1)."""
+    return measure_dense_captioning(proposals, references, videos, scorers, max_proposals)[0]
+
+
+def measure_dense_captioning(
+    proposals: dict,
+    references: list[dict],
+    videos: list[str],
+    scorers: CaptionScorers,
+    max_proposals: int = MAX_PROPOSALS,
+) -> tuple[dict, dict[str, list[float]]]:
+    """`dense_captioning_scores` and the per-video values behind them (docs/design.md §18): for each of ``videos``,
+    every caption score and precision and recall averaged over the thresholds, and SODA_c."""
     kept = {video: items[:max_proposals] for video, items in proposals.items()}
-    per_tiou = caption_scores(kept, references, videos, scorers)
-    for tiou, values in precision_recall(kept, references, videos).items():
+    caption_rows = video_caption_scores(kept, references, videos, scorers)
+    detection_rows = video_precision_recalls(kept, references, videos)
+    soda_scores = video_soda_scores(proposals, references, videos, scorers)
+    per_tiou = _mean_caption_scores(caption_rows)
+    for tiou, values in _mean_precision_recall(detection_rows).items():
         per_tiou[tiou].update(values)
     names = (*CAPTION_SCORES, *DETECTION_SCORES)
     result = {name: _mean([per_tiou[tiou][name] for tiou in TIOUS]) for name in names}
     result["F1"] = f1(result["Precision"], result["Recall"])
-    result["SODA_c"] = soda_c(proposals, references, videos, scorers)
+    result["SODA_c"] = _mean(soda_scores)
     result["per_tiou"] = {str(tiou): per_tiou[tiou] for tiou in TIOUS}
-    return result
+
+    per_video = {
+        name: [_mean([0.0 if rows[i] is None else float(rows[i][name]) for rows in caption_rows.values()])
+               for i in range(len(videos))]
+        for name in CAPTION_SCORES
+    }  # fmt: skip
+    for k, name in enumerate(DETECTION_SCORES):
+        per_video[name] = [_mean([rows[i][k] for rows in detection_rows.values()]) for i in range(len(videos))]
+    per_video["SODA_c"] = list(soda_scores)
+    return result, per_video

@@ -35,7 +35,11 @@ once, although the four IoU thresholds repeat most of them; one METEOR process s
 the first groups are scored. Every number stays the official one, except that SentSim may differ in its last digit
 (at most 1e-4; batching moves a cosine by less than 1e-6).
 Outputs: the tables on stdout, ``metrics.log`` (the same text) and ``metrics.json`` (``{task: {source: {metric:
-value}}}``, values in 0-1) next to the input.
+value}}}``, values in 0-1, plus ``input_report``) next to the input. The command follows the contract every scorer
+shares (`etchat.eval.scoring`): exit status 0, 1 when samples were lost (their inference failed; scored as failed
+answers) unless ``--allow_errors``, 2 for bad input, in one line.
+Next to the scores: the per-sample statistics and parse audit of the results report (``sample_scores.json.gz``) and
+the protocol card (``protocol.md``, docs/design.md §18).
 """
 
 from __future__ import annotations
@@ -55,13 +59,25 @@ from etchat.eval.etbench.predictions import (
     sample_key,
 )
 from etchat.eval.etbench.report import json_ready, report_lines, summarize
+from etchat.eval.etbench.sample_scores import etbench_sample_scores
 from etchat.eval.etbench.tasks import TASKS, ScoringTools
 from etchat.eval.metrics.captions import CaptionScorers, require_java
 from etchat.eval.metrics.similarity import SentenceSimilarity
-from etchat.eval.results import check_failed, unique_records
-from etchat.io import METRICS_FILE, remove_stale_temp_files, write_json_atomic
+from etchat.eval.protocol import record_scoring
+from etchat.eval.scoring import (
+    REPORT_KEY,
+    InputReport,
+    Scorer,
+    add_scoring_args,
+    folder_of,
+    score_to_file,
+    unique_records,
+)
+from etchat.io import METRICS_FILE, write_text_atomic
 
 logger = logging.getLogger(__name__)
+
+LOG_FILE = "metrics.log"
 
 
 def evaluate(
@@ -78,8 +94,30 @@ def evaluate(
     The sentence model and the caption scorers are created only when a task needs them, unless given (to share
     them between runs); scorers created here are closed here.
     """
+    return evaluate_with_samples(
+        groups,
+        seed=seed,
+        device=device,
+        similarity=similarity,
+        caption_scorers=caption_scorers,
+        show_progress=show_progress,
+    )[0]
+
+
+def evaluate_with_samples(
+    groups: dict[str, dict[str, list[dict]]],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    similarity: SentenceSimilarity | None = None,
+    caption_scorers: CaptionScorers | None = None,
+    show_progress: bool = False,
+) -> tuple[dict[str, dict[str, dict]], dict[str, dict[str, dict]]]:
+    """`evaluate`, plus the per-sample statistics behind each group's scores (``{task: {source: {column: values}}}``,
+    docs/design.md §18)."""
     tools = ScoringTools(seed, device, similarity, caption_scorers)
     collected: dict[str, dict[str, dict]] = {}
+    per_sample: dict[str, dict[str, dict]] = {}
     try:
         if any(TASKS[task].uses_captions and any(sources.values()) for task, sources in groups.items()):
             require_java()  # fail before the long part of the run
@@ -90,34 +128,47 @@ def evaluate(
             spec = TASKS[task]
             if not group:
                 logger.warning(f"{task}/{source} has no sample to score: all its metrics are 0")
-                result = spec.empty_result()
+                result, columns = spec.empty_result(), {}
             else:
-                result = spec.score(group, tools)
+                result, columns = spec.measure(group, tools)
             collected.setdefault(task, {})[source] = result
+            per_sample.setdefault(task, {})[source] = columns
     finally:
         tools.close()
-    return collected
+    return collected, per_sample
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="compute_metrics.py",
         description="Compute E.T. Bench metrics (official rules) from a prediction file or a folder of them. Writes "
-        "metrics.log and metrics.json next to the input."
+        "metrics.log and metrics.json next to the input (or --out). Exit status: 0 scored, 1 samples were lost "
+        "(failed in inference; scored as failed answers), 2 bad input.",
     )
-    parser.add_argument("pred_path", help="a .json/.jsonl prediction file, or a folder whose .json/.jsonl are merged")
+    add_scoring_args(parser, "a .json/.jsonl prediction file, or a folder whose .json/.jsonl are merged")
     parser.add_argument("--subset", action="store_true", help="score only the 470-sample subset (commercial models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random stand-in captions (DVC/SLC)")
     parser.add_argument("--device", default="cpu", help="device of the sentence-similarity model")
-    parser.add_argument(
-        "--allow_errors",
-        action="store_true",
-        help="score samples whose inference failed (field 'error') as failed answers instead of refusing",
-    )
-    return parser.parse_args(argv)
+    return parser
 
 
-def _attach_log_handlers(log_file: Path) -> list[logging.Handler]:
-    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_file, mode="w")]
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+class _LogLines(logging.Handler):
+    """Keeps the report's lines in memory; metrics.log is written whole at the end (a full disk then fails once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _attach_log_handlers() -> list[logging.Handler]:
+    handlers = [logging.StreamHandler(sys.stdout), _LogLines()]
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
@@ -126,44 +177,47 @@ def _attach_log_handlers(log_file: Path) -> list[logging.Handler]:
     return handlers
 
 
-def load_all(files: list[Path], pred_path: str, allow_errors: bool) -> list[dict]:
-    """The samples of every prediction file, each once; samples whose inference failed are refused unless allowed."""
+def load_all(files: list[Path], report: InputReport) -> list[dict]:
+    """The samples of every prediction file, each once; samples whose inference failed are counted as lost."""
     per_file = []
     for path in files:
         logger.info(f"Loading {path}...")
         per_file.append((path, load_predictions(path)))
-    samples = unique_records(per_file, sample_key)
-    check_failed(samples, pred_path, sample_key, allow_errors)
+    samples = unique_records(per_file, sample_key, report)
+    report.samples = len(samples)
+    failed = report.count_failed(samples, sample_key)
+    if failed:
+        logger.warning(f"{len(failed)} of {len(samples)} samples failed in inference: scored as failed answers")
     return samples
 
 
-def run(
-    args: argparse.Namespace,
-    similarity: SentenceSimilarity | None = None,
-    caption_scorers: CaptionScorers | None = None,
-) -> dict:
-    """Score ``args.pred_path``; returns ``{"groups": {task: {source: metrics}}, "overall": ..., "merged": ...}``.
+def metrics_path(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else folder_of(args.pred_path) / METRICS_FILE
 
-    `similarity` and `caption_scorers` are made when needed unless given (to share them between runs).
-    """
-    files, out_dir = prediction_files(args.pred_path)
-    metrics_file = out_dir / METRICS_FILE
-    # A failed run must not leave an older run's metrics.json looking like its result.
-    metrics_file.unlink(missing_ok=True)
-    remove_stale_temp_files(out_dir)
-    handlers = _attach_log_handlers(out_dir / "metrics.log")
+
+def _score(args, report: InputReport, similarity=None, caption_scorers=None, summary: dict | None = None) -> dict:
+    """The scores of ``args.pred_path`` (``{task: {source: metrics}}``); metrics.log goes next to the scores."""
+    files, _ = prediction_files(args.pred_path)
+    log_file = metrics_path(args).with_name(LOG_FILE)
+    log_file.unlink(missing_ok=True)
+    handlers = _attach_log_handlers()
     try:
         logger.info(f"Total number of files: {len(files)}")
-        samples = load_all(files, args.pred_path, args.allow_errors)
+        samples = load_all(files, report)
         logger.info(f"Total number of samples: {len(samples)}")
 
         groups = group_samples(samples, load_subset() if args.subset else None)
         if args.subset:
             kept = sum(len(group) for sources in groups.values() for group in sources.values())
+            if not kept:
+                raise ValueError(
+                    f"--subset: none of the {len(samples)} samples of {args.pred_path} is in E.T. Bench's published "
+                    "470-sample subset (task/source/idx): these are not E.T. Bench's own annotations"
+                )
             logger.info(f"Evaluating on a subset with {kept} samples")
         logger.info("==========================================")
         logger.info("Start evaluation...")
-        collected = evaluate(
+        collected, per_sample = evaluate_with_samples(
             groups,
             seed=args.seed,
             device=args.device,
@@ -174,25 +228,59 @@ def run(
         logger.info("==========================================")
         for line in report_lines(collected):
             logger.info(line)
-
-        # Atomic: a metrics.json that exists is complete (the quickstart skips scored folders by it).
-        write_json_atomic(metrics_file, json_ready(collected), indent=4)
-        logger.info(f"\nWrote {out_dir / 'metrics.log'} and {metrics_file}")
-        overall, merged = summarize(collected)
-        return {"groups": collected, "overall": overall, "merged": merged}
+        failed = sum(group.get("Failed", 0) for sources in collected.values() for group in sources.values())
+        report.unparsable = max(failed - report.failed_inference, 0)
+        record_scoring(
+            log_file.parent,
+            args.pred_path,
+            etbench_sample_scores(groups, per_sample, args.subset, args.seed),
+            {REPORT_KEY: report.counts()},
+        )
+        write_text_atomic(log_file, "\n".join(handlers[1].lines) + "\n")
+        logger.info(f"\nWrote {log_file}")
+        if summary is not None:
+            overall, merged = summarize(collected)
+            summary.update(groups=collected, overall=overall, merged=merged)
+        return json_ready(collected)
     finally:
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
 
 
+def _input_files(args: argparse.Namespace) -> list[Path]:
+    return prediction_files(args.pred_path)[0]
+
+
+def scorer(similarity=None, caption_scorers=None, summary: dict | None = None) -> Scorer:
+    """The E.T. Bench scoring command; `similarity` and `caption_scorers` are made when needed unless given (to share
+    them between runs); `summary` receives the groups and the Overall / Merged rows."""
+    return Scorer(
+        prog="compute_metrics",
+        parser=build_parser,
+        out_path=metrics_path,
+        input_files=_input_files,
+        score=lambda args, report: _score(args, report, similarity, caption_scorers, summary),
+    )
+
+
+def run(
+    args: argparse.Namespace,
+    similarity: SentenceSimilarity | None = None,
+    caption_scorers: CaptionScorers | None = None,
+) -> dict:
+    """Score ``args.pred_path`` and write the scores; returns ``{"groups": {task: {source: metrics}}, "overall":
+    ..., "merged": ..., "input_report": ...}``."""
+    summary: dict = {}
+    result = score_to_file(scorer(similarity, caption_scorers, summary), args)
+    return {**summary, REPORT_KEY: result[REPORT_KEY]} if result is not None else summary
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """The command line: bad input is one line on stderr and exit status 2."""
+    """The command line (docs/design.md §13): bad input is one line on stderr and exit status 2; lost samples exit 1
+    unless --allow_errors."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise SystemExit(f"compute_metrics: error: {' '.join(str(error).split())}") from error
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,12 @@ ETBENCH = Benchmark(
     build_job=build_job,
     to_record=to_record,
     to_error=to_error,
+    answer_fields=OUTPUT_FIELDS,
+    prompt_texts=(
+        BEST_OPTION_PROMPT,
+        f"repetition_penalty {BEST_OPTION_PENALTY}",
+        "tasks " + " ".join(sorted(task for task, spec in TASKS.items() if spec.best_option_prompt)),
+    ),
 )
 
 

@@ -210,3 +210,69 @@ def leading_letter(text: str) -> str | None:
     if len(text) == 1 or (len(text) > 1 and text[1] in (".", ",", " ", ")")):
         return text[0].lower()
     return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Why an answer gives nothing usable (the report's parse audit; the rules above decide, these only name the reason)
+# --------------------------------------------------------------------------------------------------------------------
+
+EMPTY_ANSWER = "empty answer"
+_DIGIT = re.compile(r"\d")
+_ANY_NUMBER = re.compile(_NUMBER)
+
+
+def span_failure(answer: str) -> str | None:
+    """Why `parse_spans` finds no span in the answer, or None when it finds one."""
+    if parse_spans(answer) is not None:
+        return None
+    if not answer.strip():
+        return EMPTY_ANSWER
+    numbers = _ANY_NUMBER.findall(answer)
+    if not numbers:
+        return "no number"
+    return "a single number" if len(numbers) == 1 else "numbers but no span"
+
+
+def highlight_failure(answer: str) -> str | None:
+    """Why VHD reads no time from the answer (it takes the first number), or None."""
+    if FIRST_NUMBER.search(answer):
+        return None
+    return EMPTY_ANSWER if not answer.strip() else "no number"
+
+
+def dense_caption_failure(answer: str) -> str | None:
+    """Why `parse_dense_captions` reads no timed caption from the answer, or None when it reads one."""
+    if parse_dense_captions(answer)[0] is not None:
+        return None
+    if not answer.strip():
+        return EMPTY_ANSWER
+    try:
+        _captions_between_times(answer)
+    except _Unparsable:
+        if _START_END_TIME.search(answer.lower()):
+            return "'start time a, end time b' form (refused officially)"
+        return "malformed number"
+    return "no time" if not _DIGIT.search(answer) else "times without a caption"
+
+
+def option_letter_failure(answer: str, letters: str, bracketed: bool = True) -> str | None:
+    """Why the answer names no usable option letter (one of `letters`), or None when it names one.
+
+    Multiple choice (RAR, ECA, RVQ) looks for a bracketed letter, then a leading one (`bracketed`); GVQ for a leading
+    one only. Without a usable letter the official rules pick the most similar option (an empty answer is wrong).
+    """
+    match = BRACKETED_LETTER.search(answer) if bracketed else None
+    text = strip_option_prefix(answer.lower() if bracketed else answer)
+    letter = leading_letter(text) if text else None
+    found = [found.lower() for found in (match and match.group(1), letter) if found]
+    if any(found_letter in letters for found_letter in found):
+        return None
+    if not text:
+        return EMPTY_ANSWER
+    if not found:
+        return "no option letter"
+    return (
+        "'I ...' read as the letter I"
+        if found == ["i"] and text[:2].lower() == "i "
+        else "letter not among the options"
+    )

@@ -1,6 +1,6 @@
 """The E.T. Bench tasks: one `TaskSpec` per task says everything the project needs to know about it.
 
-Inference reads `best_option_prompt`; scoring reads `fields`, `metrics` and `score`; the report reads `category` and
+Inference reads `best_option_prompt`; scoring reads `fields`, `metrics` and `measure`; the report reads `category` and
 `headline`; the toy baselines read `options`. A new task is one more entry in `TASKS` (in the column order of the
 official Overall row); a new report section is one more `Category`.
 """
@@ -11,16 +11,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from etchat.eval.etbench.dense_captioning import score_dense_captioning
+from etchat.eval.etbench.dense_captioning import measure_dense_captioning
 from etchat.eval.etbench.scorers import (
     IOU_THRESHOLDS,
-    score_action_localization,
-    score_event_matching,
-    score_grounded_qa,
-    score_grounding,
-    score_highlight,
-    score_multiple_choice,
-    score_summarization,
+    measure_action_localization,
+    measure_event_matching,
+    measure_grounded_qa,
+    measure_grounding,
+    measure_highlight,
+    measure_multiple_choice,
+    measure_summarization,
 )
 from etchat.eval.metrics.captions import CAPTION_METRICS, CaptionScorers, require_java
 from etchat.eval.metrics.meteor import Meteor
@@ -72,7 +72,8 @@ class ScoringTools:
             self._captions, self._own_captions = None, False
 
 
-Scorer = Callable[[list[dict], ScoringTools], dict]
+# A group's scorer returns the official result and the per-sample statistics behind it (docs/design.md §18).
+Scorer = Callable[[list[dict], ScoringTools], tuple[dict, dict[str, list[float]]]]
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,13 @@ class TaskSpec:
     fields: tuple[str, ...]  # annotation fields the scorer reads, besides idx, source and the answer a
     metrics: tuple[str, ...]  # keys of a group's result besides Total and Failed, in the result's order
     headline: tuple[tuple[str, str], ...]  # (metric, column of the Overall row)
-    score: Scorer
+    measure: Scorer
     options: bool = False  # multiple choice: 'o' holds the options, 'p' the index of the right one
     best_option_prompt: bool = False  # the published prompt goes on with "Best Option: (" (and a repetition penalty)
     uses_captions: bool = False  # needs the caption metrics (Java)
+
+    def score(self, samples: list[dict], tools: ScoringTools) -> dict:
+        return self.measure(samples, tools)[0]
 
     def empty_result(self) -> dict:
         """Scores of a group with no sample (possible with --subset): all 0, as the official EVS scorer gives."""
@@ -109,18 +113,18 @@ _R_AT = tuple(f"R@{t}" for t in IOU_THRESHOLDS)
 
 
 def _multiple_choice(samples, tools):
-    return score_multiple_choice(samples, tools.similarity)
+    return measure_multiple_choice(samples, tools.similarity)
 
 
 def _grounded_qa(samples, tools):
-    return score_grounded_qa(samples, tools.similarity)
+    return measure_grounded_qa(samples, tools.similarity)
 
 
 def _dense_captioning(samples, tools):
-    return score_dense_captioning(samples, lambda: tools.captions, tools.rng)
+    return measure_dense_captioning(samples, lambda: tools.captions, tools.rng)
 
 
-def _without_tools(scorer: Callable[[list[dict]], dict]) -> Scorer:
+def _without_tools(scorer: Callable[[list[dict]], tuple[dict, dict]]) -> Scorer:
     return lambda samples, tools: scorer(samples)
 
 
@@ -146,11 +150,11 @@ TASKS: dict[str, TaskSpec] = {
         _referring("rar", "RAR (Acc)"),
         _referring("eca", "ECA (Acc)"),
         _referring("rvq", "RVQ (Acc)"),
-        _grounding("tvg", ("mIoU", *_F1_AT, "F1"), score_grounding),
-        _grounding("epm", ("mIoU", *_F1_AT, "F1"), score_grounding),
-        _grounding("tal", (*_F1_AT, "F1"), score_action_localization),
-        _grounding("evs", ("F1",), score_summarization),
-        _grounding("vhd", ("F1",), score_highlight),
+        _grounding("tvg", ("mIoU", *_F1_AT, "F1"), measure_grounding),
+        _grounding("epm", ("mIoU", *_F1_AT, "F1"), measure_grounding),
+        _grounding("tal", (*_F1_AT, "F1"), measure_action_localization),
+        _grounding("evs", ("F1",), measure_summarization),
+        _grounding("vhd", ("F1",), measure_highlight),
         _captioning("dvc"),
         _captioning("slc"),
         TaskSpec(
@@ -159,7 +163,7 @@ TASKS: dict[str, TaskSpec] = {
             ("tgt",),
             ("mIoU", *_R_AT, "mRec"),
             (("mRec", "TEM (Rec)"),),
-            _without_tools(score_event_matching),
+            _without_tools(measure_event_matching),
         ),
         TaskSpec(
             "gvq",

@@ -122,6 +122,9 @@ QVHIGHLIGHTS = Benchmark(
     to_error=to_error,
     # The ground-truth windows are read by the official scorer as they are; no input time needs checking.
     time_fields=(),
+    answer_fields=("response", WINDOWS_KEY, SALIENCY_KEY, "error"),
+    prompt_texts=tuple(QUESTIONS[task] for task in sorted(QUESTIONS)),
+    answer_inputs=("duration",),  # the saliency list has one score per 2-second clip of the annotated duration
 )
 
 

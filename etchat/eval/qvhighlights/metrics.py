@@ -210,21 +210,22 @@ def highlight_detection(queries: Sequence[Query], answers: dict) -> dict[str, di
     """
     results = {}
     for name, level in SALIENCY_LEVELS.items():
-        aps, hits = [], []
-        for query in queries:
-            answer = answers.get(query.qid)
-            saliency = None if answer is None else answer.saliency
-            labels = query.clip_scores >= level
-            if not saliency:
-                aps.append([0.0] * NUM_ANNOTATORS)
-                hits.append(0.0)
-                continue
-            scores = fitted_scores(saliency, query.num_clips)
-            aps.append([clip_ap(scores, labels[:, k]) for k in range(NUM_ANNOTATORS)])
-            top = int(np.argmax(saliency))
-            hits.append(float(top < query.num_clips and bool(labels[top].any())))
+        per_query = [query_highlight(query, answers.get(query.qid), level) for query in queries]
+        aps, hits = [annotator_aps for annotator_aps, _ in per_query], [hit for _, hit in per_query]
         results[f"HL-min-{name}"] = {"HL-mAP": float(np.mean(np.array(aps))), "HL-Hit1": float(np.mean(hits))}
     return results
+
+
+def query_highlight(query: Query, answer: Answer | None, level: int) -> tuple[list[float], float]:
+    """One query's AP per annotator and its Hit@1 at a saliency level (all 0 for a failed answer)."""
+    saliency = None if answer is None else answer.saliency
+    if not saliency:
+        return [0.0] * NUM_ANNOTATORS, 0.0
+    labels = query.clip_scores >= level
+    scores = fitted_scores(saliency, query.num_clips)
+    top = int(np.argmax(saliency))
+    hit = float(top < query.num_clips and bool(labels[top].any()))
+    return [clip_ap(scores, labels[:, k]) for k in range(NUM_ANNOTATORS)], hit
 
 
 # --------------------------------------------------------------------------------------------------------------------

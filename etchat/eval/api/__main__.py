@@ -1,0 +1,3 @@
+from etchat.eval.api.run import main
+
+main()

@@ -1,0 +1,3 @@
+from etchat.eval.report.cli import main
+
+main()
