@@ -55,6 +55,39 @@ def test_stage3_with_loader_workers_and_video_cache_gives_the_same_weights_run_t
     assert differing(first, second) == []
 
 
+# ---- the settings a quickstart's weights depend on --------------------------------------------------------------------
+def quickstart(qs_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "SKIP_SETUP": "1", "QS_DIR": str(qs_dir), **env}
+    environment.pop("QS_THREADS", None)
+    environment.update(env)
+    return subprocess.run(
+        ["bash", "scripts/quickstart.sh", *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_quickstart_thread_count_is_its_own_not_an_inherited_omp_num_threads(tmp_path):
+    # The weights depend on the torch thread count; `nproc` (the old default) returns an inherited OMP_NUM_THREADS.
+    printed = quickstart(tmp_path / "qs", "--print_settings", OMP_NUM_THREADS="1")
+    assert printed.returncode == 0, printed.stderr
+    settings = json.loads(printed.stdout)
+    assert settings["threads"] == "2" and settings["seed"] == "0"
+    assert settings["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    chosen = quickstart(tmp_path / "qs", "--print_settings", OMP_NUM_THREADS="1", QS_THREADS="3", QS_SEED="4")
+    assert json.loads(chosen.stdout) == {**settings, "threads": "3", "seed": "4"}
+    assert not (tmp_path / "qs").exists()
+
+
+def test_quickstart_refuses_to_resume_a_folder_made_with_other_settings(tmp_path):
+    qs_dir = tmp_path / "qs"
+    qs_dir.mkdir()
+    settings = json.loads(quickstart(qs_dir, "--print_settings").stdout)
+    (qs_dir / "quickstart.json").write_text(json.dumps({**settings, "threads": "1"}, indent=1) + "\n")
+    refused = quickstart(qs_dir)
+    assert refused.returncode == 1
+    assert "other settings" in refused.stderr and '"threads": "2"' in refused.stderr
+    assert sorted(path.name for path in qs_dir.iterdir()) == ["quickstart.json"]  # nothing was started
+
+
 # ---- the quickstart end to end ---------------------------------------------------------------------------------------
 
 
