@@ -55,11 +55,10 @@ def test_stage3_with_loader_workers_and_video_cache_gives_the_same_weights_run_t
     assert differing(first, second) == []
 
 
-# ---- the settings a quickstart's weights depend on --------------------------------------------------------------------
+# ---- the settings a quickstart's weights depend on -------------------------------------------------------------------
 def quickstart(qs_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "SKIP_SETUP": "1", "QS_DIR": str(qs_dir), **env}
-    environment.pop("QS_THREADS", None)
-    environment.update(env)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("QS_")}
+    environment.update(SKIP_SETUP="1", QS_DIR=str(qs_dir), **env)
     return subprocess.run(
         ["bash", "scripts/quickstart.sh", *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
     )
