@@ -15,7 +15,7 @@
 #                 answered with <vid> times; the last three ask the QVHighlights and dense-captioning benchmarks'
 #                 questions. The multiple-choice rar,eca,rvq can be added; a toy model does not learn them]
 #   QS_STAGE3_TASKS   the tasks stage 3 trains on [QS_TASKS]
-#   QS_STAGE{1,2,3}_EPOCHS                        epochs per stage [1 / 1 / 3]
+#   QS_STAGE{1,2,3}_EPOCHS   epochs per stage [1 / 1 / 2]
 #   QS_THREADS    torch threads per process [2, whatever the machine or an inherited OMP_NUM_THREADS: the trained
 #                 weights depend on the thread count, so the default is fixed to give the README's numbers]
 # Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
@@ -40,7 +40,7 @@ MAX_LEN="${QS_MAX_LEN:-40}"
 FRAME_SIZE="${QS_FRAME_SIZE:-112}"
 TASKS="${QS_TASKS:-tvg,tal,vhd,dvc,qvh_mr,qvh_hd,densecap}"
 STAGE3_TASKS="${QS_STAGE3_TASKS:-$TASKS}"
-EPOCHS=("${QS_STAGE1_EPOCHS:-1}" "${QS_STAGE2_EPOCHS:-1}" "${QS_STAGE3_EPOCHS:-3}")
+EPOCHS=("${QS_STAGE1_EPOCHS:-1}" "${QS_STAGE2_EPOCHS:-1}" "${QS_STAGE3_EPOCHS:-2}")
 DATA="$QS_DIR/data"
 BASE="$QS_DIR/base"
 START=$(date +%s)
@@ -133,12 +133,11 @@ DVC_ANNO="$DATA/annotations/dvc/synthetic_test.json"
 # metrics.json is written last (and removed when scoring starts), so a folder with a whole one is complete;
 # otherwise inference resumes, then scores.
 scored() { whole "$1/metrics.json"; }
-# E.T. Bench, QVHighlights and dense captioning of the test split by the checkpoint $1.
+# E.T. Bench, QVHighlights and dense captioning of the test split by the checkpoint $1 (more E.T. Bench options: $2...).
 infer_benchmarks() {
     step "6/6 $(basename "$1"): E.T. Bench"
     if ! scored "$1/etbench"; then
-        ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" \
-            bash scripts/inference.sh "$1" "${INFER_ARGS[@]}" --save_sims --plot 6
+        ANNO_PATH="$DATA/annotations/vid" VIDEO_PATH="$DATA" bash scripts/inference.sh "$1" "${INFER_ARGS[@]}" "${@:2}"
     fi
     step "6/6 $(basename "$1"): QVHighlights"
     if ! scored "$1/qvhighlights"; then
@@ -150,7 +149,7 @@ infer_benchmarks() {
             bash scripts/inference_activitynet.sh "$1" "${INFER_ARGS[@]}"
     fi
 }
-infer_benchmarks "$QS_DIR/stage-3"
+infer_benchmarks "$QS_DIR/stage-3" --save_sims --plot 6  # timeline plots of the trained model
 if ! done_stage "$QS_DIR/untrained"; then
     python -m etchat.toy.tiny "$BASE" --save_untrained "$QS_DIR/untrained"
 fi
