@@ -15,7 +15,7 @@
 #                 answered with <vid> times; the last three ask the QVHighlights and dense-captioning benchmarks'
 #                 questions. The multiple-choice rar,eca,rvq can be added; a toy model does not learn them]
 #   QS_STAGE3_TASKS   the tasks stage 3 trains on [QS_TASKS]
-#   QS_STAGE{1,2,3}_EPOCHS   epochs per stage [1 / 1 / 2]
+#   QS_STAGE{1,2,3}_EPOCHS   epochs per stage [1 / 1 / 3]
 #   QS_THREADS    torch threads per process [2, whatever the machine or an inherited OMP_NUM_THREADS: the trained
 #                 weights depend on the thread count, so the default is fixed to give the README's numbers]
 # Each step is skipped when its output exists, so a rerun resumes where the last one stopped (training itself
@@ -40,7 +40,7 @@ MAX_LEN="${QS_MAX_LEN:-40}"
 FRAME_SIZE="${QS_FRAME_SIZE:-112}"
 TASKS="${QS_TASKS:-tvg,tal,vhd,dvc,qvh_mr,qvh_hd,densecap}"
 STAGE3_TASKS="${QS_STAGE3_TASKS:-$TASKS}"
-EPOCHS=("${QS_STAGE1_EPOCHS:-1}" "${QS_STAGE2_EPOCHS:-1}" "${QS_STAGE3_EPOCHS:-2}")
+EPOCHS=("${QS_STAGE1_EPOCHS:-1}" "${QS_STAGE2_EPOCHS:-1}" "${QS_STAGE3_EPOCHS:-3}")
 DATA="$QS_DIR/data"
 BASE="$QS_DIR/base"
 START=$(date +%s)
