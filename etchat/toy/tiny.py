@@ -19,14 +19,11 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 
-import torch
-from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
-
 from etchat.cli import setup_logging
 from etchat.io import give_default_modes, write_json_atomic
-from etchat.model.eva_vit import EVAVisionTransformer
-from etchat.model.qformer import QFormer, hf_to_published_key
-from etchat.toy.tokenizer import build_tiny_tokenizer
+
+# torch, transformers and the model are imported where they are used: `--print_args` (run by the quickstart) then
+# starts in a fraction of a second instead of the seconds those imports take.
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +78,11 @@ def tiny_llm_fields(geometry: TinyGeometry) -> dict:
 
 
 def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None, seed: int) -> None:
+    import torch
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    from etchat.toy.tokenizer import build_tiny_tokenizer
+
     tokenizer = build_tiny_tokenizer(corpus, vocab_size=geometry.tokenizer_vocab)
     end_id = tokenizer.convert_tokens_to_ids("<|end|>")
     # Like Phi-3, the embedding has spare rows so `<vid>` fits without resizing.
@@ -105,11 +107,19 @@ def write_tiny_llm(folder: str, geometry: TinyGeometry, corpus: list[str] | None
 
 
 def write_tiny_vision(path: str, geometry: TinyGeometry, seed: int) -> None:
+    import torch
+
+    from etchat.model.eva_vit import EVAVisionTransformer
+
     torch.manual_seed(seed + 1)
     torch.save(EVAVisionTransformer(**geometry.vision_config()).state_dict(), path)
 
 
 def write_tiny_qformer(path: str, geometry: TinyGeometry, vision_width: int, seed: int) -> None:
+    import torch
+
+    from etchat.model.qformer import QFormer, hf_to_published_key
+
     torch.manual_seed(seed + 2)
     qformer = QFormer({**geometry.qformer_config(), "vocab_size": 30523}, vision_width)
     qformer.bert.post_init()
@@ -198,6 +208,8 @@ def build_untrained(spec: dict, **overrides):
 
 def save_untrained(spec: dict, out_dir: str, seed: int = 0) -> None:
     """The untrained baseline of the quickstart, saved as a full checkpoint."""
+    import torch
+
     from etchat.model.loading import save_etchat
 
     torch.manual_seed(seed)
