@@ -232,6 +232,7 @@ def processes_with(marker: str) -> list[int]:
 def start_run(tmp_path, marker: str):
     """`python -m etchat.data.compress_videos` with 2 workers on videos that take a while, started once a worker
     writes its first output."""
+    import signal
     import subprocess
     import sys
     import time
@@ -243,7 +244,16 @@ def start_run(tmp_path, marker: str):
     out = tmp_path / "out"
     env = {**os.environ, "TEST_MARKER": marker, "PYTHONPATH": os.getcwd()}
     command = [sys.executable, "-m", "etchat.data.compress_videos", str(videos), str(out), "--workers", "2"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: Ctrl-C at its default. A shell without job control starts background commands with SIGINT
+    # ignored, and a Python started so keeps ignoring it (as it should); a test run in such a job would pass that on.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not list(out.rglob("*.part")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
