@@ -286,10 +286,11 @@ def prepare(argv: list[str]):
     return trainer, model_args, training_args
 
 
-def train(argv: list[str] | None = None) -> None:
+def train(argv: list[str] | None = None, prepare_run=None) -> None:
+    """Prepare (``prepare_run``, this stage's `prepare` by default; stage 4 passes its own) and train."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        trainer, model_args, training_args = prepare(argv)
+        trainer, model_args, training_args = (prepare_run or prepare)(argv)
     except (OSError, ValueError, CheckpointMismatchError) as error:
         # Input a user can get wrong (files, annotations, options): one line naming it, not a traceback per rank.
         logger.error("%s", " ".join(str(error).split()))

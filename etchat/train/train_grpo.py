@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import sys
 
 import torch
 import transformers
 from transformers import HfArgumentParser
 
-from etchat.model.loading import CheckpointMismatchError
 from etchat.train.arguments import DataArguments, ModelArguments, TrainingArguments
 from etchat.train.grpo import GRPOArguments, GRPOTrainer
 from etchat.train.rewards import TemporalRewards
@@ -29,9 +27,9 @@ from etchat.train.train import (
     init_cpu_distributed,
     read_start_config,
     resolve_start,
-    run_training,
     setup_training_logging,
 )
+from etchat.train.train import train as train_stage
 
 logger = logging.getLogger(__name__)
 
@@ -111,14 +109,8 @@ def prepare(argv: list[str]):
 
 
 def train(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        trainer, model_args, training_args = prepare(argv)
-    except (OSError, ValueError, CheckpointMismatchError) as error:
-        logger.error("%s", " ".join(str(error).split()))
-        logger.debug("traceback", exc_info=True)
-        sys.exit(2)
-    run_training(trainer, model_args, training_args)
+    """Stage 4 with the other stages' error handling (`etchat.train.train.train`)."""
+    train_stage(argv, prepare)
 
 
 def main() -> None:
