@@ -613,12 +613,22 @@ def main(
             raise SystemExit(report_unfinished(args.pred_path, benchmark.stem, args.chunk, keys, benchmark.sample_key))
         result = run(benchmark, args)
     except INPUT_ERRORS as error:  # annotations, videos root, checkpoint files, the prediction folder
-        if args.verbose:
-            logger.exception("Input error")
-        logger.error("%s", " ".join(str(error).split()))
-        sys.exit(EXIT_BAD_INPUT)
+        exit_bad_input(error, args.verbose)
+    exit_if_samples_failed(result, args)
+    return result
+
+
+def exit_bad_input(error: BaseException, verbose: bool) -> None:
+    """The end of an inference command given input it cannot use: one line (the traceback with --verbose), exit 2."""
+    if verbose:
+        logger.exception("Input error")
+    logger.error("%s", " ".join(str(error).split()))
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def exit_if_samples_failed(result: ShardResult, args: argparse.Namespace) -> None:
+    """Exit 1, naming the shard, when some of its samples failed (their error records are kept)."""
     failures = failure_line(result)
     if failures:
         logger.error("shard %d/%d: %s", args.index, args.chunk, failures)
         sys.exit(EXIT_FAILED_SAMPLES)
-    return result

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm import tqdm
@@ -39,15 +38,14 @@ from etchat.eval.etbench.predictions import load_subset
 from etchat.eval.results import ResultStore, shard
 from etchat.eval.run_record import build_record, claim_run_folder, json_digest
 from etchat.eval.runner import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED_SAMPLES,
     TIME_SLACK,
     Job,
     ShardResult,
     check_some_video_exists,
     collect,
     describe_error,
-    failure_line,
+    exit_bad_input,
+    exit_if_samples_failed,
     time_problem,
 )
 from etchat.io import remove_stale_temp_files, without_non_finite
@@ -322,12 +320,6 @@ def main(argv: list[str] | None = None) -> ShardResult:
     try:
         result = run(args)
     except (OSError, ValueError, EndpointError) as error:
-        if args.verbose:
-            logger.exception("Input error")
-        logger.error("%s", " ".join(str(error).split()))
-        sys.exit(EXIT_BAD_INPUT)
-    failures = failure_line(result)
-    if failures:
-        logger.error("shard %d/%d: %s", args.index, args.chunk, failures)
-        sys.exit(EXIT_FAILED_SAMPLES)
+        exit_bad_input(error, args.verbose)
+    exit_if_samples_failed(result, args)
     return result
