@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import TextIO
 
 import torch
@@ -62,11 +63,35 @@ def resolve_device_dtype(device: str | None, dtype: str | None = "auto") -> tupl
     return device, DTYPES[dtype]
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """A handler on the process's *current* sys.stderr (or sys.stdout): resolved at every record, so a set-up made
+    while the stream was replaced (pytest's capture, a notebook's redirect) never writes to a closed stream later."""
+
+    def __init__(self, stream_name: str):
+        self._stream_name = stream_name
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the current one is always used
+        pass
+
+
 def setup_logging(
     level: int = logging.INFO, *, fmt: str = LOG_FORMAT, stream: TextIO | None = None, force: bool = False
 ) -> None:
     """The logging set-up of every command: the root logger at `level`, lines in `fmt` (time, level, logger, message)
     on stderr, or on `stream` (the scorers log to stdout: their log is their report). Without `force` an existing
     set-up (an embedding program's, pytest's) is kept; `force` replaces it (training: libraries imported before it
-    may have configured the root logger)."""
-    logging.basicConfig(level=level, format=fmt, stream=stream, force=force)
+    may have configured the root logger). sys.stderr and sys.stdout are looked up at each record, not kept."""
+    if stream is None or stream is sys.stderr:
+        handler = _ConsoleHandler("stderr")
+    elif stream is sys.stdout:
+        handler = _ConsoleHandler("stdout")
+    else:
+        handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=force)
