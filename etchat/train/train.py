@@ -244,6 +244,16 @@ def build_parser() -> HfArgumentParser:
     )
 
 
+def dataset_options(model_args: ModelArguments, data_args: DataArguments) -> dict:
+    """The options a training dataset (stage 1-3's or stage 4's prompts) takes from the arguments: the chat template
+    (the flag's, else the start checkpoint's, else phi3), the vision processor and the time tags."""
+    start_config = read_start_config(resolve_start(model_args).path)
+    conv_type = model_args.conv_type or start_config.get("conv_type") or "phi3"
+    if not data_args.anno_paths:
+        raise ValueError("--anno_path is required")
+    return dict(conv_type=conv_type, vision_processor=model_args.vision_processor, use_time_tag=model_args.use_time_tag)
+
+
 def prepare(argv: list[str]):
     """Everything before the first step: arguments, model, data, trainer. Returns (trainer, model_args, args)."""
     init_cpu_distributed(argv)
@@ -255,18 +265,7 @@ def prepare(argv: list[str]):
     from etchat.data.dataset import SupervisedDataset
 
     # The annotations are read and checked before the model, which takes minutes to load at full size.
-    start_config = read_start_config(resolve_start(model_args).path)
-    conv_type = model_args.conv_type or start_config.get("conv_type") or "phi3"
-    if not data_args.anno_paths:
-        raise ValueError("--anno_path is required")
-    dataset = SupervisedDataset(
-        None,
-        None,
-        data_args,
-        conv_type=conv_type,
-        vision_processor=model_args.vision_processor,
-        use_time_tag=model_args.use_time_tag,
-    )
+    dataset = SupervisedDataset(None, None, data_args, **dataset_options(model_args, data_args))
     # New weights (projector, matching heads, LoRA) must start the same on every rank and in every rerun.
     transformers.set_seed(training_args.seed)
     model, tokenizer = build_model(model_args, training_args)

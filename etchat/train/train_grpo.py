@@ -24,9 +24,8 @@ from etchat.train.rewards import TemporalRewards
 from etchat.train.train import (
     build_model,
     check_save_format,
+    dataset_options,
     init_cpu_distributed,
-    read_start_config,
-    resolve_start,
     setup_training_logging,
 )
 from etchat.train.train import train as train_stage
@@ -73,16 +72,7 @@ def prepare(argv: list[str]):
 
     from etchat.train.prompts import PromptDataset
 
-    start_config = read_start_config(resolve_start(model_args).path)
-    conv_type = model_args.conv_type or start_config.get("conv_type") or "phi3"
-    if not data_args.anno_paths:
-        raise ValueError("--anno_path is required")
-    prompts = PromptDataset(
-        data_args,
-        conv_type=conv_type,
-        vision_processor=model_args.vision_processor,
-        use_time_tag=model_args.use_time_tag,
-    )
+    prompts = PromptDataset(data_args, **dataset_options(model_args, data_args))
     transformers.set_seed(training_args.seed)
     model, tokenizer = build_model(model_args, training_args)
     prompts.tokenizer = tokenizer
